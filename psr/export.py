@@ -1,0 +1,102 @@
+"""ONNX export of the fused PSR model: normalised ``[B, 3, S, S]`` -> probabilities ``[B, K]``.
+
+Uses ``torch.onnx.export(dynamo=True)`` (the torch.export-based exporter; the TorchScript one is
+deprecated) with a dynamic batch dimension. Class names, image size and the normalisation the
+input expects are stored as ONNX metadata, so a server needs only the ``.onnx`` file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import onnx
+import torch
+
+from psr.models import FusedModel, PSRNet, load_model
+
+INPUT_NAME = "image"
+OUTPUT_NAME = "probabilities"
+#: ImageNet statistics the model inputs are normalised with (the paper's preprocessing).
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+OPSET = 18
+
+
+def _onnx_program(model: PSRNet, image_size: int) -> onnx.ModelProto:
+    fused = FusedModel(model).eval()
+    example = torch.randn(2, 3, image_size, image_size)
+    batch = torch.export.Dim("batch", min=1, max=4096)
+    program = torch.onnx.export(
+        fused,
+        (example,),
+        input_names=[INPUT_NAME],
+        output_names=[OUTPUT_NAME],
+        dynamic_shapes={"x": {0: batch}},
+        opset_version=OPSET,
+        dynamo=True,
+        external_data=False,
+        verbose=False,
+    )
+    return program.model_proto
+
+
+def export_onnx(
+    checkpoint_or_model: str | Path | PSRNet,
+    out_path: str | Path,
+    *,
+    class_names: list[str] | None = None,
+) -> Path:
+    """Export a checkpoint (from ``save_model``) or a model to ``out_path`` atomically.
+
+    For a bare model, class names default to ``class_0..class_{K-1}``.
+    """
+    if isinstance(checkpoint_or_model, PSRNet):
+        model = checkpoint_or_model
+        names = class_names or [f"class_{i}" for i in range(model.num_classes)]
+    else:
+        model, info = load_model(checkpoint_or_model)
+        names = class_names or info["class_names"]
+    was_training = model.training
+    try:
+        proto = _onnx_program(model.eval(), model.image_size)
+    finally:
+        model.train(was_training)
+    metadata = {
+        "class_names": json.dumps(list(names)),
+        "image_size": str(model.image_size),
+        "mean": json.dumps(IMAGENET_MEAN),
+        "std": json.dumps(IMAGENET_STD),
+        "input": f"float32 [B, 3, {model.image_size}, {model.image_size}], RGB, normalised",
+        "output": f"float32 [B, {model.num_classes}], mean of per-branch softmax",
+    }
+    onnx.helper.set_model_props(proto, metadata)
+    out_path = Path(out_path)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out_path.with_name(f".{out_path.name}.{os.getpid()}.tmp")
+    try:
+        onnx.save_model(proto, tmp)
+        os.replace(tmp, out_path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return out_path
+
+
+def max_abs_difference(
+    model: PSRNet, onnx_path: str | Path, batch: int = 3, seed: int = 0
+) -> float:
+    """Largest |PyTorch - onnxruntime| probability on a random normalised batch."""
+    import onnxruntime as ort
+
+    generator = torch.Generator().manual_seed(seed)
+    x = torch.randn(batch, 3, model.image_size, model.image_size, generator=generator)
+    was_training = model.training
+    model.eval()
+    with torch.no_grad():
+        expected = FusedModel(model)(x).numpy()
+    model.train(was_training)
+    session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    (got,) = session.run([OUTPUT_NAME], {INPUT_NAME: x.numpy()})
+    return float(np.abs(got - expected).max())
