@@ -1,0 +1,59 @@
+"""Seeded, stratified validation splits carved from a training set.
+
+Datasets without an official validation split (RAF-DB, AffectNet, most image folders) take one
+from train, never from test: the PSR recipe uses one fold of a seeded 5-fold split.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def stratified_folds(labels: np.ndarray, n_folds: int, seed: int) -> np.ndarray:
+    """Fold index ``[N]`` in ``0..n_folds-1`` for every sample; each class is shuffled with
+    ``seed`` and dealt round-robin, so every fold has (almost) the same class mix."""
+    if n_folds < 2:
+        raise ValueError(f"n_folds must be at least 2, got {n_folds}")
+    labels = np.asarray(labels)
+    rng = np.random.default_rng(seed)
+    folds = np.empty(len(labels), dtype=np.int64)
+    start = 0  # continue the deal across classes so small classes do not all land in fold 0
+    for cls in np.unique(labels):
+        members = rng.permutation(np.flatnonzero(labels == cls))
+        folds[members] = (start + np.arange(len(members))) % n_folds
+        start = (start + len(members)) % n_folds
+    return folds
+
+
+def validation_mask(
+    labels: np.ndarray,
+    seed: int,
+    n_folds: int = 5,
+    fold: int = 0,
+    fraction: float | None = None,
+) -> np.ndarray:
+    """Boolean ``[N]``: which training samples become validation.
+
+    Fold ``fold`` of a seeded stratified ``n_folds`` split, or, when ``fraction`` is given, a
+    seeded stratified holdout of that share of every class.
+    """
+    labels = np.asarray(labels)
+    if fraction is not None:
+        if not 0.0 < fraction < 1.0:
+            raise ValueError(f"valid_fraction must be in (0, 1), got {fraction}")
+        rng = np.random.default_rng(seed)
+        mask = np.zeros(len(labels), dtype=bool)
+        for cls in np.unique(labels):
+            members = rng.permutation(np.flatnonzero(labels == cls))
+            mask[members[: round(len(members) * fraction)]] = True
+        return mask
+    if not 0 <= fold < n_folds:
+        raise ValueError(f"fold must be in 0..{n_folds - 1}, got {fold}")
+    return stratified_folds(labels, n_folds, seed) == fold
+
+
+def describe(seed: int, n_folds: int, fold: int, fraction: float | None) -> str:
+    """How validation was carved, for the manifest's protocol."""
+    if fraction is not None:
+        return f"stratified {fraction:g} of train, seed {seed}"
+    return f"fold {fold} of a stratified {n_folds}-fold split of train, seed {seed}"
