@@ -1,0 +1,119 @@
+"""The resumable training state (``last.pt``): written atomically, loaded with
+``weights_only=True`` (tensors and primitive containers only, RNG states included)."""
+
+from __future__ import annotations
+
+import os
+import random
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+FORMAT = "psr-train-state/1"
+
+
+def save_atomic(obj: dict[str, Any], path: Path) -> None:
+    """``torch.save`` to a temporary file in the same folder, then rename over ``path``: a crash
+    mid-write leaves the previous file intact."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(obj, f)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def training_state(
+    *,
+    config: dict[str, Any],
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    scaler: torch.amp.GradScaler,
+    epoch: int,
+    phase: int,
+    history: list[dict[str, float]],
+    stopped: bool,
+) -> dict[str, Any]:
+    """Everything a resumed run needs to continue bit for bit: ``epoch`` global epochs are done,
+    the last of them in ``phase`` (0-based) whose optimiser/scheduler/scaler states these are."""
+    return {
+        "format": FORMAT,
+        "config": config,
+        "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(),
+        "scaler": scaler.state_dict(),
+        "rng": rng_states(),
+        "epoch": epoch,
+        "phase": phase,
+        "history": history,
+        "stopped": stopped,
+    }
+
+
+def initial_state() -> dict[str, Any]:
+    """The state of a run that has not trained yet."""
+    return {
+        "epoch": 0,
+        "phase": 0,
+        "history": [],
+        "stopped": False,
+        "optimizer": None,
+        "scheduler": None,
+        "scaler": None,
+    }
+
+
+def load_state(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise FileNotFoundError(f"no training checkpoint at {path}")
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    if not isinstance(state, dict) or state.get("format") != FORMAT:
+        raise ValueError(f"{path} is not a PSR training checkpoint (expected format {FORMAT})")
+    return state
+
+
+def rng_states() -> dict[str, Any]:
+    """python, numpy and torch (CPU and every CUDA device) generator states, as tensors/lists."""
+    version, internal, gauss = random.getstate()
+    numpy_state = np.random.get_state(legacy=False)
+    states: dict[str, Any] = {
+        "python": [version, list(internal), gauss],
+        "numpy": {
+            "key": torch.from_numpy(numpy_state["state"]["key"].astype(np.int64)),
+            "pos": int(numpy_state["state"]["pos"]),
+            "has_gauss": int(numpy_state["has_gauss"]),
+            "gauss": float(numpy_state["gauss"]),
+        },
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available():
+        states["cuda"] = torch.cuda.get_rng_state_all()
+    return states
+
+
+def restore_rng_states(states: dict[str, Any]) -> None:
+    version, internal, gauss = states["python"]
+    random.setstate((version, tuple(internal), gauss))
+    numpy_state = states["numpy"]
+    np.random.set_state(
+        {
+            "bit_generator": "MT19937",
+            "state": {
+                "key": numpy_state["key"].numpy().astype(np.uint32),
+                "pos": numpy_state["pos"],
+            },
+            "has_gauss": numpy_state["has_gauss"],
+            "gauss": numpy_state["gauss"],
+        }
+    )
+    torch.set_rng_state(states["torch"])
+    if "cuda" in states and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(states["cuda"])

@@ -1,0 +1,195 @@
+import math
+
+import pytest
+import torch
+
+from psr.engine import NonFiniteLossError, fit
+from psr.engine.checkpoint import load_state
+
+
+class Interrupt(Exception):
+    pass
+
+
+def _interrupt_after(epoch: int):
+    def callback(e, metrics):
+        if e == epoch:
+            raise Interrupt(f"stop after epoch {e}")
+
+    return callback
+
+
+def _fit(kit, cfg, out, model=None, **kwargs):
+    model = model or kit.tiny_model()
+    result = fit(
+        model,
+        kit.make_split(48),
+        kit.make_split(24, seed=1),
+        cfg,
+        out,
+        model_config=kit.model_config,
+        **kwargs,
+    )
+    return model, result
+
+
+def test_loss_goes_down_and_valid_accuracy_rises(kit, tmp_path):
+    cfg = kit.tiny_config(epochs1=6, epochs2=0, augment=kit.no_aug)
+    _, result = _fit(kit, cfg, tmp_path)
+    losses = [h["train_loss"] for h in result.history]
+    assert losses[-1] < 0.6 * losses[0]
+    assert result.best_metric > 0.8
+    assert result.best_checkpoint.is_file() and result.last_checkpoint.is_file()
+    keys = {"train_loss", "train_acc", "valid_loss", "valid_acc", "images_per_s", "lr_0", "lr_2"}
+    assert keys <= set(result.history[0])
+
+
+def test_callbacks_get_every_epoch_across_both_phases(kit, tmp_path):
+    seen = []
+    cfg = kit.tiny_config(epochs1=2, epochs2=2)
+    _, result = _fit(kit, cfg, tmp_path, callbacks=[lambda e, m: seen.append((e, m["phase"]))])
+    assert seen == [(0, 1), (1, 1), (2, 2), (3, 2)]
+    assert [h["epoch"] for h in result.history] == [0, 1, 2, 3]
+
+
+def test_two_phases_switch_optimiser_and_restart_the_cycle(kit, tmp_path):
+    cfg = kit.tiny_config(epochs1=1, epochs2=1)
+    with pytest.raises(Interrupt):
+        _fit(kit, cfg, tmp_path, callbacks=[_interrupt_after(0)])
+    phase1 = load_state(tmp_path / "last.pt")["optimizer"]["param_groups"]
+    assert all("betas" in g for g in phase1)  # AdamW
+
+    _, result = _fit(kit, cfg, tmp_path, resume=True)
+    phase2 = load_state(tmp_path / "last.pt")["optimizer"]["param_groups"]
+    assert all("decoupled_weight_decay" in g and "betas" not in g for g in phase2)  # SGDW
+    # each phase ends its own one-cycle at peak / 25e4
+    for h in result.history:
+        assert h["lr_1"] == pytest.approx(5e-2 / 25e4, rel=1e-6)
+
+
+def test_discriminative_lrs_reach_the_right_groups(kit, tmp_path):
+    cfg = kit.tiny_config(epochs1=1, epochs2=0)
+    _, result = _fit(kit, cfg, tmp_path)
+    state = load_state(tmp_path / "last.pt")
+    groups = state["optimizer"]["param_groups"]
+    model = kit.tiny_model()
+    sizes = [len(g) for g in model.param_groups()]
+    assert [len(g["params"]) for g in groups] == sizes
+    assert [g["max_lr"] for g in groups] == [1e-3, 5e-2, 5e-2]
+    assert result.history[0]["lr_0"] == pytest.approx(1e-3 / 25e4)
+
+
+def test_resume_reproduces_an_uninterrupted_run_exactly(kit, tmp_path):
+    cfg = kit.tiny_config(epochs1=2, epochs2=1, sampler="balanced")
+    straight, _ = _fit(kit, cfg, tmp_path / "straight")
+
+    with pytest.raises(Interrupt):
+        _fit(kit, cfg, tmp_path / "resumed", callbacks=[_interrupt_after(0)])
+    assert load_state(tmp_path / "resumed" / "last.pt")["epoch"] == 1
+    resumed, result = _fit(
+        kit, cfg, tmp_path / "resumed", model=kit.tiny_model(seed=5), resume=True
+    )
+
+    assert len(result.history) == 3
+    a, b = straight.state_dict(), resumed.state_dict()
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+
+
+def test_resume_refuses_a_different_recipe(kit, tmp_path):
+    _fit(kit, kit.tiny_config(epochs1=1, epochs2=0), tmp_path)
+    with pytest.raises(ValueError, match="phase1"):
+        _fit(kit, kit.tiny_config(epochs1=2, epochs2=0), tmp_path, resume=True)
+
+
+def test_resume_of_a_finished_run_trains_nothing(kit, tmp_path):
+    cfg = kit.tiny_config(epochs1=1, epochs2=0)
+    first, _ = _fit(kit, cfg, tmp_path)
+    again, result = _fit(kit, cfg, tmp_path, model=kit.tiny_model(seed=3), resume=True)
+    assert len(result.history) == 1
+    assert all(torch.equal(first.state_dict()[k], v) for k, v in again.state_dict().items())
+
+
+def test_nan_loss_stops_with_a_clear_error_and_keeps_the_last_good_checkpoint(kit, tmp_path):
+    model = kit.tiny_model()
+    forward = model.forward
+    calls = {"train": 0}
+
+    def poisoned(x):
+        out = forward(x)
+        if model.training:
+            calls["train"] += 1
+            if calls["train"] > 7:  # 48 images / batch 8 = 6 steps per epoch: fails in epoch 2
+                return out * float("nan")
+        return out
+
+    model.forward = poisoned
+    with pytest.raises(NonFiniteLossError, match=r"phase 1, epoch 2/3, step 2/6"):
+        _fit(kit, kit.tiny_config(), tmp_path, model=model)
+    state = load_state(tmp_path / "last.pt")
+    assert state["epoch"] == 1
+    assert all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())
+
+
+def test_early_stopping_ends_the_run(kit, tmp_path):
+    from psr.engine import PhaseConfig
+
+    # lrs too small to change the predictions: valid accuracy never improves after epoch 0
+    frozen = {"lrs": (1e-9,)}
+    cfg = kit.tiny_config(
+        phase1=PhaseConfig(epochs=5, **frozen),
+        phase2=PhaseConfig(epochs=5, optimizer="sgd", **frozen),
+        early_stopping=2,
+    )
+    _, result = _fit(kit, cfg, tmp_path)
+    assert result.stopped_early
+    assert result.best_epoch == 0 and len(result.history) == 3
+    assert load_state(tmp_path / "last.pt")["stopped"]
+
+
+def test_soft_targets_train_with_a_distribution_loss(kit, tmp_path):
+    cfg = kit.tiny_config(epochs1=1, epochs2=0, loss={"name": "soft_ce"})
+    split = kit.make_split(24, soft=True)
+    result = fit(
+        kit.tiny_model(),
+        split,
+        kit.make_split(12, seed=1),
+        cfg,
+        tmp_path,
+        model_config=kit.model_config,
+    )
+    assert math.isfinite(result.history[0]["train_loss"])
+
+
+def test_best_checkpoint_of_a_real_psr_model_loads_back(tmp_path, kit):
+    from psr.models import create_model, load_model
+
+    torch.manual_seed(0)
+    model = create_model(
+        "psr", num_classes=3, image_size=64, width=0.0625, sr_features=8, sr_res_blocks=1
+    )
+    cfg = kit.tiny_config(epochs1=1, epochs2=0, batch_size=4)
+    split = kit.make_split(8)
+    result = fit(model, split, kit.make_split(4, seed=1), cfg, tmp_path, class_names=kit.classes)
+    loaded, info = load_model(result.best_checkpoint)
+    assert info["class_names"] == list(kit.classes) and info["image_size"] == 64
+    assert info["extra"]["epoch"] == 0
+    trained = model.state_dict()  # the only epoch is the best one
+    assert all(torch.equal(v, trained[k].cpu()) for k, v in loaded.state_dict().items())
+
+
+def test_worker_processes_do_not_change_the_result(kit, tmp_path):
+    """Augmentation is seeded per sample: 0 or 2 (persistent) workers train identically."""
+    cfg = kit.tiny_config(epochs1=2, epochs2=0)
+    in_process, _ = _fit(kit, cfg, tmp_path / "w0")
+    workers, _ = _fit(kit, cfg.model_copy(update={"workers": 2}), tmp_path / "w2")
+    for key, value in in_process.state_dict().items():
+        assert torch.equal(value, workers.state_dict()[key]), key
+
+
+def test_progress_bars_and_epoch_log(kit, tmp_path, capsys, caplog):
+    caplog.set_level("INFO", logger="psr.engine.loop")
+    _fit(kit, kit.tiny_config(epochs1=1, epochs2=0, progress=True), tmp_path)
+    assert "epochs" in capsys.readouterr().err  # tqdm draws on stderr
+    assert "epoch 1/1 (phase 1): train loss" in caplog.text
