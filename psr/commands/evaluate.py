@@ -1,0 +1,62 @@
+"""``psr evaluate``: metrics, predictions, figures and an HTML report for one split."""
+
+from __future__ import annotations
+
+import argparse
+
+HELP = (
+    "evaluate a checkpoint on a prepared split: metrics.json, predictions.csv, figures, report.html"
+)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--checkpoint", required=True, help="inference checkpoint (best.pt)")
+    parser.add_argument("--data", required=True, help="prepared dataset directory")
+    parser.add_argument("--split", default="test", help="split to evaluate (default: test)")
+    parser.add_argument("--out", required=True, help="output directory (replaced as a whole)")
+    parser.add_argument(
+        "--tta",
+        choices=("off", "on", "both"),
+        default="on",
+        help="test-time augmentation as in the paper (default: on); 'both' reports with and "
+        "without it side by side",
+    )
+    parser.add_argument("--tta-repeats", type=int, default=3, help="TTA repeats (paper: 3)")
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
+    parser.add_argument("--workers", type=int, default=0, help="DataLoader worker processes")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the random TTA views")
+    parser.add_argument("--by-sidecar", help="per-sample CSV (e.g. the generator's generation.csv)")
+    parser.add_argument("--by-column", help="sidecar column to break accuracy down by")
+    parser.add_argument("--by-key", help="sidecar column holding the sample ids (default: guessed)")
+    parser.add_argument("--bins", type=int, default=5, help="equal-count bins of a numeric column")
+
+
+def run(args: argparse.Namespace) -> int:
+    from psr.report import HEADLINE, report_checkpoint
+
+    if bool(args.by_sidecar) != bool(args.by_column):
+        raise ValueError("--by-sidecar and --by-column go together")
+    results, breakdown = report_checkpoint(
+        args.checkpoint,
+        args.data,
+        args.out,
+        split=args.split,
+        tta=args.tta,
+        tta_repeats=args.tta_repeats,
+        batch_size=args.batch_size,
+        device=args.device,
+        workers=args.workers,
+        seed=args.seed,
+        sidecar=args.by_sidecar,
+        by_column=args.by_column,
+        by_key=args.by_key,
+        bins=args.bins,
+    )
+    print(f"{'metric':<10}" + "".join(f"{name:>10}" for name in results))
+    for metric in HEADLINE:
+        print(f"{metric:<10}" + "".join(f"{r.metrics[metric]:>10.4f}" for r in results.values()))
+    if breakdown is not None:
+        print(breakdown.to_string(index=False, float_format="%.4f"))
+    print(f"wrote {args.out}/report.html")
+    return 0

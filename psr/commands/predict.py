@@ -1,0 +1,128 @@
+"""``psr predict``: facial expressions in images, folders and videos."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+from pathlib import Path
+
+HELP = "predict expressions in images, folders (recursively) and videos"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("paths", nargs="+", metavar="PATH", help="image, video or folder")
+    model = parser.add_mutually_exclusive_group(required=True)
+    model.add_argument("--checkpoint", help="inference checkpoint (best.pt)")
+    model.add_argument("--model-uri", help="MLflow model URI, e.g. models:/psr-fer@champion")
+    parser.add_argument(
+        "--no-detect", action="store_true", help="inputs are face crops: skip face detection"
+    )
+    parser.add_argument("--detector", choices=("haar", "yunet"), default="haar")
+    parser.add_argument("--yunet-model", help="YuNet ONNX file (face_detection_yunet_2023mar.onnx)")
+    parser.add_argument("--margin", type=float, default=0.2, help="crop margin around each face")
+    parser.add_argument("--max-side", type=int, default=1024, help="downscale to this to detect")
+    parser.add_argument("--every", type=int, default=30, help="use every Nth video frame")
+    parser.add_argument("--csv", help="write one row per face to this CSV file")
+    parser.add_argument("--json", help="write the records to this JSON file")
+    parser.add_argument("--annotate", help="write copies with boxes and labels into this folder")
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda, ...")
+    parser.add_argument("--batch-size", type=int, default=32)
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def annotated_path(out_dir: Path, source: str, frame: int | None, roots: list[Path]) -> Path:
+    """Where the annotated copy of ``source`` goes: mirrored under ``out_dir`` relative to the
+    folder argument it came from (or just its name); video frames get ``_f<index>`` names."""
+    import cv2
+
+    path = Path(source)
+    relative = Path(path.name)
+    for root in roots:
+        if root.is_dir() and path.is_relative_to(root):
+            relative = Path(root.name) / path.relative_to(root)
+            break
+    if frame is not None:
+        relative = relative.with_name(f"{relative.stem}_f{frame:06d}.jpg")
+    elif not cv2.haveImageWriter(str(relative)):
+        relative = relative.with_suffix(relative.suffix + ".png")
+    return out_dir / relative
+
+
+def _print_table(records: list) -> None:
+    print(f"{'file':<40} {'frame':>6} {'box (x,y,w,h)':<22} {'expression':<12} {'prob':>6}")
+    for r in records:
+        frame = "" if r.frame is None else str(r.frame)
+        if r.status == "ok":
+            box = ",".join(map(str, r.box))
+            print(f"{r.source:<40} {frame:>6} {box:<22} {r.expression:<12} {r.probability:>6.3f}")
+        else:
+            message = r.message.removeprefix(f"{r.source}: ")
+            print(f"{r.source:<40} {frame:>6} {r.status}: {message}")
+
+
+def run(args: argparse.Namespace) -> int:
+    import json
+    from dataclasses import asdict
+
+    import cv2
+    import pandas as pd
+
+    from psr.evaluate import resolve_device
+    from psr.inference import Predictor, annotate, iter_frames
+
+    if args.every < 1:
+        raise ValueError(f"--every must be >= 1, got {args.every}")
+    options = {
+        "detect": not args.no_detect,
+        "detector": args.detector,
+        "yunet_model": args.yunet_model,
+        "max_side": args.max_side,
+        "margin": args.margin,
+        "device": resolve_device(args.device),
+        "batch_size": args.batch_size,
+    }
+    if args.checkpoint:
+        predictor = Predictor.from_checkpoint(args.checkpoint, **options)
+    else:
+        predictor = Predictor.from_uri(args.model_uri, **options)
+    roots = [Path(p) for p in args.paths]
+    out_dir = Path(args.annotate) if args.annotate else None
+    records = []
+    for result in predictor.predict_frames(iter_frames(args.paths, args.every)):
+        records.extend(result.records)
+        if out_dir is not None and result.frame is not None:
+            frame = result.frame
+            target = annotated_path(out_dir, frame.source, frame.index, roots)
+            drawn = cv2.cvtColor(annotate(frame.image, result.records), cv2.COLOR_RGB2BGR)
+            ok, encoded = cv2.imencode(target.suffix, drawn)
+            if not ok:
+                raise ValueError(f"{target}: OpenCV cannot encode this image format")
+            _write_atomic(target, encoded.tobytes())
+    if not records:
+        raise ValueError(f"no files found in {', '.join(args.paths)}")
+    _print_table(records)
+    names = predictor.class_names
+    if args.csv:
+        table = pd.DataFrame([r.as_row(names) for r in records])
+        table = table.astype({c: "Int64" for c in ("frame", "x", "y", "w", "h")})  # blanks stay
+        _write_atomic(Path(args.csv), table.to_csv(index=False).encode())
+    if args.json:
+        text = json.dumps([asdict(r) for r in records], indent=2)
+        _write_atomic(Path(args.json), text.encode())
+    faces = sum(r.status == "ok" for r in records)
+    no_face = sum(r.status == "no_face" for r in records)
+    errors = sum(r.status == "error" for r in records)
+    print(f"{faces} face(s); {no_face} frame(s) without a face; {errors} unreadable input(s)")
+    return 1 if records and errors == len(records) else 0

@@ -1,0 +1,290 @@
+"""Run a model over a prepared split, optionally with the paper's test-time augmentation (TTA).
+
+The model returns branch logits ``[B, n_branches, K]``; we keep each branch's softmax (to show what
+the pyramid adds over any single scale) and the fused prediction ``psr.models.fuse`` (mean of the
+branch softmaxes). TTA follows fastai v1 ``Learner.TTA(beta=0.4, scale=1.1)`` as used by the
+official code: ``0.4 * p(plain) + 0.6 * mean p(8 corner-zoom/flip views)``, the random views
+drawn ``TTA_REPEATS`` times (so 24 augmented views per image).
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, SequentialSampler
+
+from psr.data.torch_dataset import FERDataset, SeededSampler
+from psr.data.transforms import (
+    TTA_BETA,
+    TTA_REPEATS,
+    ImageTransform,
+    blend_tta,
+    eval_transform,
+    tta_transforms,
+)
+from psr.metrics import classification_metrics
+from psr.models import fuse
+
+if TYPE_CHECKING:
+    from psr.data.prepared import PreparedSplit
+
+
+@dataclass(frozen=True)
+class EvalResult:
+    """Everything the report needs: flat metrics, fused ``probs [N, K]``, per-branch
+    ``branch_probs [N, n_branches, K]``, the true ``labels [N]``, and names."""
+
+    metrics: dict[str, float | int]
+    probs: np.ndarray
+    branch_probs: np.ndarray
+    labels: np.ndarray
+    ids: tuple[str, ...]
+    class_names: tuple[str, ...]
+    branch_names: tuple[str, ...]
+    tta: bool
+
+    @property
+    def preds(self) -> np.ndarray:
+        return self.probs.argmax(axis=1)
+
+
+def resolve_device(device: str) -> torch.device:
+    """``auto`` -> the GPU when there is one, else the CPU; anything else as torch parses it."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        return torch.device(device)
+    except RuntimeError as err:
+        raise ValueError(f"unknown device {device!r}: {err}") from err
+
+
+def branch_names_of(model: nn.Module, n_branches: int) -> tuple[str, ...]:
+    """Names of the model's pyramid branches (``low``, ``sr_x2``, ``full``), else ``b0, b1...``."""
+    branches = getattr(model, "branches", None)
+    if branches is not None and len(branches) == n_branches:
+        return tuple(str(getattr(b, "name", b)) for b in branches)
+    return tuple(f"b{i}" for i in range(n_branches))
+
+
+@torch.inference_mode()
+def predict_batch(model: nn.Module, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Images ``[B, 3, S, S]`` -> (fused probs ``[B, K]``, branch probs ``[B, n, K]``)."""
+    logits = model(images)
+    if logits.ndim == 2:  # a single-branch baseline: [B, K] -> [B, 1, K]
+        logits = logits[:, None, :]
+    return fuse(logits).float(), logits.float().softmax(dim=-1)
+
+
+def _predict_view(
+    model: nn.Module,
+    split: PreparedSplit,
+    transform: ImageTransform,
+    *,
+    batch_size: int,
+    device: torch.device,
+    workers: int,
+    seed: int | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One view of the whole split. With ``seed``, every sample's random augmentation is drawn
+    from its own seed, so TTA results do not depend on the number of workers."""
+    dataset = FERDataset(split, transform)
+    sampler = SequentialSampler(dataset)
+    loader = DataLoader(
+        dataset,
+        batch_size=batch_size,
+        sampler=sampler if seed is None else SeededSampler(sampler, seed),
+        num_workers=workers,
+        pin_memory=device.type == "cuda",
+    )
+    fused, branches = [], []
+    for images, _ in loader:
+        f, b = predict_batch(model, images.to(device, non_blocking=True))
+        fused.append(f.cpu())
+        branches.append(b.cpu())
+    return torch.cat(fused), torch.cat(branches)  # [N, K], [N, n, K]
+
+
+def evaluate(
+    model: nn.Module,
+    split: PreparedSplit,
+    *,
+    image_size: int,
+    batch_size: int = 64,
+    tta: bool = False,
+    tta_repeats: int = TTA_REPEATS,
+    tta_beta: float = TTA_BETA,
+    device: str | torch.device = "cpu",
+    workers: int = 0,
+    seed: int = 0,
+    class_names: Sequence[str] | None = None,
+) -> EvalResult:
+    """Predict every image of ``split`` and compute the metrics.
+
+    ``class_names`` (the model's output order) defaults to the split's; they must agree, because a
+    model trained on one label order scores garbage on another.
+    """
+    names = tuple(class_names or split.class_names)
+    if tuple(split.class_names) != names:
+        raise ValueError(
+            f"the model's classes {list(names)} differ from the split's {list(split.class_names)}"
+        )
+    if len(split.labels) == 0:
+        raise ValueError("the split is empty: nothing to evaluate")
+    device = resolve_device(device) if isinstance(device, str) else device
+    model = model.to(device).eval()
+    run = {"batch_size": batch_size, "device": device, "workers": workers}
+    fused, branches = _predict_view(model, split, eval_transform(image_size), **run)
+    if tta:
+        if tta_repeats < 1:
+            raise ValueError(f"tta_repeats must be >= 1, got {tta_repeats}")
+        fused_views, branch_views = [], []
+        for repeat in range(tta_repeats):
+            for index, view in enumerate(tta_transforms(image_size)):
+                view_seed = seed + 1000 * repeat + index
+                f, b = _predict_view(model, split, view, seed=view_seed, **run)
+                fused_views.append(f)
+                branch_views.append(b)
+        fused = blend_tta(fused, fused_views, tta_beta)
+        branches = blend_tta(branches, branch_views, tta_beta)
+    probs = fused.numpy().astype(np.float64)
+    branch_probs = branches.numpy().astype(np.float64)
+    labels = np.asarray(split.labels, dtype=np.int64)
+    if probs.shape[1] != len(names):
+        raise ValueError(f"the model outputs {probs.shape[1]} classes, the split has {len(names)}")
+    branch_names = branch_names_of(model, branch_probs.shape[1])
+    metrics = classification_metrics(labels, probs, names, branch_probs, branch_names)
+    return EvalResult(
+        metrics=metrics,
+        probs=probs,
+        branch_probs=branch_probs,
+        labels=labels,
+        ids=tuple(str(i) for i in split.ids),
+        class_names=names,
+        branch_names=branch_names,
+        tta=tta,
+    )
+
+
+def load_sidecar(path: str | Path) -> pd.DataFrame:
+    """A per-sample table such as the synthetic generator's ``generation.csv``."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"sidecar file not found: {path}")
+    try:
+        table = pd.read_csv(path)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
+        raise ValueError(f"{path}: not a readable CSV table ({err})") from err
+    if table.empty:
+        raise ValueError(f"{path}: the sidecar table has no rows")
+    return table
+
+
+def _file_stem(value: str) -> str | None:
+    return PurePosixPath(value.replace("\\", "/")).stem or None
+
+
+def _trailing_number(value: str) -> str | None:
+    found = re.search(r"(\d+)(?:\.\w+)?$", value)
+    return str(int(found.group(1))) if found else None
+
+
+#: How a sidecar key may be written relative to the prepared ids, tried in this order. Readers
+#: and generators spell one picture differently (FER+: prepared ``row00056`` vs the generator's
+#: ``row`` 56 / ``fer0000056.png``; RAF-DB: ``train_00001`` vs ``train_00001.jpg``).
+KEY_RULES: dict[str, Callable[[str], str | None]] = {
+    "exact": lambda value: value,
+    "file stem": _file_stem,
+    "trailing number": _trailing_number,
+}
+
+
+def match_sidecar(
+    ids: Sequence[str], table: pd.DataFrame, key: str | None = None
+) -> tuple[pd.DataFrame, str, str]:
+    """The sidecar rows of ``ids``, in order, and the (column, rule) that matched them.
+
+    Tries every column (or only ``key``) under each rule of :data:`KEY_RULES`, the first rule
+    first; a (column, rule) pair counts only if it maps sidecar rows to unique keys and covers
+    every id. Raises ValueError naming the best partial match otherwise.
+    """
+    columns = [key] if key is not None else list(table.columns)
+    if key is not None and key not in table.columns:
+        raise ValueError(f"sidecar has no key column {key!r}; columns: {list(table.columns)}")
+    best: tuple[int, str, str] = (0, "", "")
+    for rule, normalise in KEY_RULES.items():
+        wanted = [normalise(str(i)) for i in ids]
+        for column in columns:
+            keys = table[column].astype(str).map(normalise)
+            if keys.isna().any() or keys.duplicated().any():
+                continue
+            rows = pd.Series(np.arange(len(table)), index=keys.to_numpy())
+            found = [w in rows.index for w in wanted]
+            if all(found):
+                return table.iloc[rows.loc[wanted].to_numpy()], column, rule
+            best = max(best, (sum(found), column, rule))
+    if best[0] == 0:
+        raise ValueError(
+            f"no sidecar column contains the split's ids (e.g. {ids[0]!r}); "
+            f"columns: {list(table.columns)}"
+        )
+    count, column, rule = best
+    raise ValueError(
+        f"{len(ids) - count} of {len(ids)} evaluated samples are not in the sidecar "
+        f"(best match: column {column!r}, {rule} rule)"
+    )
+
+
+def _groups(values: pd.Series, bins: int) -> pd.Series:
+    """Numeric columns with more than ``bins`` distinct values -> ``bins`` equal-count intervals
+    (labelled ``lo-hi``); anything else is grouped by value."""
+    numeric = pd.api.types.is_numeric_dtype(values)
+    if not numeric or values.nunique() <= bins:
+        return values.astype(str) if not numeric else values
+    edges = np.unique(np.quantile(values.to_numpy(dtype=np.float64), np.linspace(0, 1, bins + 1)))
+    labels = [f"{lo:.4g}-{hi:.4g}" for lo, hi in itertools.pairwise(edges)]
+    return pd.cut(values, edges, labels=labels, include_lowest=True)
+
+
+def accuracy_breakdown(
+    results: Mapping[str, EvalResult],
+    sidecar: pd.DataFrame,
+    column: str,
+    *,
+    key: str | None = None,
+    bins: int = 5,
+) -> pd.DataFrame:
+    """Accuracy per value (or per binned range) of a sidecar ``column``, one ``accuracy_<name>``
+    column per result (e.g. with and without TTA) plus the sample ``count`` of each group.
+
+    The sidecar is matched to the samples by id with :func:`match_sidecar` (``key`` names its
+    column, else it is found). Every evaluated sample must be in the sidecar.
+    """
+    if bins < 1:
+        raise ValueError(f"bins must be >= 1, got {bins}")
+    first = next(iter(results.values()))
+    if column not in sidecar.columns:
+        raise ValueError(f"sidecar has no column {column!r}; columns: {list(sidecar.columns)}")
+    rows, key_column, rule = match_sidecar(first.ids, sidecar, key)
+    values = rows[column].reset_index(drop=True)
+    if values.isna().any():
+        raise ValueError(
+            f"sidecar column {column!r} is empty for {int(values.isna().sum())} samples"
+        )
+    frame = pd.DataFrame({"group": _groups(values, bins)})
+    for name, result in results.items():
+        frame[f"accuracy_{name}"] = (result.preds == result.labels).astype(np.float64)
+    grouped = frame.groupby("group", observed=True, sort=True)
+    out = grouped.mean()
+    out.insert(0, "count", grouped.size())
+    out = out.reset_index().assign(group=lambda t: t["group"].astype(str))
+    out.attrs["matched_by"] = f"sidecar column {key_column!r} ({rule} match)"
+    return out

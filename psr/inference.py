@@ -1,0 +1,359 @@
+"""Predict expressions on images, folders and videos with a trained model.
+
+:class:`Predictor` = model + class names + eval transform + optional face detector. Inputs are
+decoded into RGB frames (:func:`iter_frames`), faces are found and cropped (``psr.detect``), the
+crops are classified in batches, and every face becomes a :class:`FaceRecord`. A file that cannot
+be read, or an image without a face, becomes a record with ``status`` ``"error"`` / ``"no_face"``
+and a message: one bad file never aborts a folder.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import cv2
+import numpy as np
+import torch
+from torch import nn
+
+from psr.data.transforms import eval_transform
+from psr.detect import DETECT_MAX_SIDE, Box, FaceDetector, create_detector, crop_face, to_rgb
+from psr.evaluate import predict_batch
+
+#: Files with these suffixes are read as videos (every ``every``-th frame); anything else is
+#: decoded as an image, and reported as an error when that fails.
+VIDEO_SUFFIXES = frozenset({".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg"})
+
+Status = Literal["ok", "no_face", "error"]
+
+
+@dataclass(frozen=True)
+class FaceRecord:
+    """One face (or one problem) in one frame. ``frame`` is the video frame index (None for a
+    still image); ``box`` is ``(x, y, w, h)`` in original pixels (the whole image without
+    detection); ``probabilities`` maps every class name to its probability."""
+
+    source: str
+    frame: int | None
+    box: tuple[int, int, int, int] | None
+    expression: str | None
+    probability: float | None
+    probabilities: dict[str, float] = field(default_factory=dict)
+    status: Status = "ok"
+    message: str = ""
+
+    def as_row(self, class_names: Sequence[str]) -> dict[str, Any]:
+        """Flat dict for CSV: box split into x/y/w/h and one ``p_<class>`` column per class."""
+        x, y, w, h = self.box if self.box else (None, None, None, None)
+        row: dict[str, Any] = {
+            "source": self.source,
+            "frame": self.frame,
+            "x": x,
+            "y": y,
+            "w": w,
+            "h": h,
+            "expression": self.expression,
+            "probability": self.probability,
+            "status": self.status,
+            "message": self.message,
+        }
+        for name in class_names:
+            row[f"p_{name}"] = self.probabilities.get(name)
+        return row
+
+
+@dataclass
+class Frame:
+    """A decoded RGB frame ``[H, W, 3]`` of ``source`` (``index`` set for video frames)."""
+
+    source: str
+    index: int | None
+    image: np.ndarray
+
+
+@dataclass
+class FrameResult:
+    """A frame and the records of its faces (the frame is None when it could not be read)."""
+
+    frame: Frame | None
+    records: list[FaceRecord]
+
+
+def read_image(path: str | Path) -> np.ndarray:
+    """Decode an image file to RGB uint8 ``[H, W, 3]`` (gray, RGBA and 16-bit converted; EXIF
+    orientation applied). Raises ValueError naming the file when it is not a readable image."""
+    path = Path(path)
+    try:
+        data = np.fromfile(path, dtype=np.uint8)
+    except OSError as err:
+        raise ValueError(f"{path}: cannot read the file ({err.strerror or err})") from err
+    if data.size == 0:
+        raise ValueError(f"{path}: empty file")
+    image = cv2.imdecode(data, cv2.IMREAD_COLOR)  # -> BGR uint8, whatever the stored format
+    if image is None:
+        raise ValueError(
+            f"{path}: not a readable image (unsupported format, corrupt, or over OpenCV's "
+            "limit of 2^30 pixels)"
+        )
+    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+
+
+def read_video(path: str | Path, every: int = 30) -> Iterator[Frame]:
+    """Every ``every``-th frame of a video (frame 0 first), RGB. Raises ValueError naming the
+    file if it cannot be opened or no frame decodes."""
+    if every < 1:
+        raise ValueError(f"every must be >= 1, got {every}")
+    capture = cv2.VideoCapture(str(path))
+    try:
+        if not capture.isOpened():
+            raise ValueError(f"{path}: cannot open as a video")
+        index = 0
+        decoded = 0
+        while capture.grab():  # grab() skips decoding of the frames we do not keep
+            if index % every == 0:
+                ok, bgr = capture.retrieve()
+                if ok:
+                    decoded += 1
+                    yield Frame(str(path), index, cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
+            index += 1
+        if decoded == 0:
+            raise ValueError(f"{path}: no video frame could be decoded")
+    finally:
+        capture.release()
+
+
+def expand_paths(paths: Iterable[str | Path]) -> Iterator[Path]:
+    """Files as given, folders walked recursively in sorted order (hidden entries skipped).
+    A path that does not exist is yielded too, so the caller reports it in order."""
+    for path in map(Path, paths):
+        if path.is_dir():
+            for root, dirs, files in os.walk(path):
+                dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+                for name in sorted(files):
+                    if not name.startswith("."):
+                        yield Path(root) / name
+        else:
+            yield path
+
+
+def iter_frames(paths: Iterable[str | Path], every: int = 30) -> Iterator[Frame | FaceRecord]:
+    """Frames of every input, or an ``error`` record for an input that cannot be read."""
+    if every < 1:
+        raise ValueError(f"every must be >= 1, got {every}")
+    for path in expand_paths(paths):
+        try:
+            if not path.exists():
+                raise ValueError(f"{path}: no such file or directory")
+            if path.suffix.lower() in VIDEO_SUFFIXES:
+                yield from read_video(path, every)
+            else:
+                yield Frame(str(path), None, read_image(path))
+        except ValueError as err:
+            yield FaceRecord(str(path), None, None, None, None, status="error", message=str(err))
+
+
+class Predictor:
+    """Expression classifier over face crops, with optional face detection.
+
+    ``detector=None`` treats every input image as one pre-cropped face. ``grayscale=True`` converts
+    crops to gray first, for models trained on gray data (FER+).
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        class_names: Sequence[str],
+        image_size: int,
+        *,
+        detector: FaceDetector | None = None,
+        margin: float = 0.2,
+        grayscale: bool = False,
+        device: str | torch.device = "cpu",
+        batch_size: int = 32,
+    ):
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self.device = torch.device(device)
+        self.model = model.to(self.device).eval()
+        self.class_names = tuple(class_names)
+        self.image_size = int(image_size)
+        self.transform = eval_transform(self.image_size)
+        self.detector = detector
+        self.margin = margin
+        self.grayscale = grayscale
+        self.batch_size = batch_size
+
+    @classmethod
+    def from_checkpoint(
+        cls,
+        path: str | Path,
+        *,
+        detect: bool = True,
+        detector: Literal["haar", "yunet"] = "haar",
+        yunet_model: str | Path | None = None,
+        max_side: int = DETECT_MAX_SIDE,
+        **kwargs: Any,
+    ) -> Predictor:
+        """Load an inference checkpoint written by ``psr.models.save_model``.
+
+        A checkpoint whose ``extra`` says ``channels: 1`` (trained on gray images) makes the
+        predictor convert crops to gray.
+        """
+        from psr.models import load_model
+
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"checkpoint not found: {path}")
+        found = None
+        if detect:
+            found = create_detector(detector, yunet_model=yunet_model, max_side=max_side)
+        model, info = load_model(path, map_location="cpu")
+        extra = info.get("extra") or {}
+        kwargs.setdefault("grayscale", extra.get("channels") == 1)
+        return cls(model, info["class_names"], info["image_size"], detector=found, **kwargs)
+
+    @classmethod
+    def from_uri(cls, uri: str, **kwargs: Any) -> Predictor:
+        """Load from an MLflow model URI (``models:/psr-fer@champion``, ``runs:/...``) or any
+        artifact location: the pyfunc model directory holds the checkpoint as
+        ``artifacts/<name>.pt``; a URI to a ``.pt`` file works too."""
+        import mlflow.artifacts
+
+        with tempfile.TemporaryDirectory(prefix="psr-model-") as tmp:
+            local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=tmp))
+            return cls.from_checkpoint(find_checkpoint(local, uri), **kwargs)
+
+    def _prepare(self, crop: np.ndarray) -> torch.Tensor:
+        if self.grayscale:
+            crop = cv2.cvtColor(crop, cv2.COLOR_RGB2GRAY)
+        return self.transform(crop)  # [h, w(, 3)] uint8 -> [3, S, S] float
+
+    def probabilities(self, faces: Sequence[np.ndarray]) -> np.ndarray:
+        """Class probabilities ``[N, K]`` of pre-cropped faces (any size, RGB/gray/RGBA uint8)."""
+        rows = []
+        for start in range(0, len(faces), self.batch_size):
+            chunk = faces[start : start + self.batch_size]
+            batch = torch.stack(
+                [self._prepare(to_rgb(f, name=f"image {start + i}")) for i, f in enumerate(chunk)]
+            )  # [B, 3, S, S]
+            fused, _ = predict_batch(self.model, batch.to(self.device))
+            rows.append(fused.cpu().numpy())
+        if not rows:
+            return np.zeros((0, len(self.class_names)), dtype=np.float32)
+        return np.concatenate(rows)
+
+    def _record(self, frame: Frame, box: Box, probs: np.ndarray) -> FaceRecord:
+        top = int(probs.argmax())
+        return FaceRecord(
+            source=frame.source,
+            frame=frame.index,
+            box=box.as_tuple(),
+            expression=self.class_names[top],
+            probability=float(probs[top]),
+            probabilities={n: float(p) for n, p in zip(self.class_names, probs, strict=True)},
+        )
+
+    def _faces(self, frame: Frame) -> tuple[list[Box], list[np.ndarray]]:
+        """Face boxes and crops of a frame; without a detector the whole frame is the face."""
+        if self.detector is None:
+            height, width = frame.image.shape[:2]
+            return [Box(0, 0, width, height)], [frame.image]
+        boxes = self.detector.detect(frame.image)
+        return boxes, [crop_face(frame.image, b, margin=self.margin) for b in boxes]
+
+    def predict_frames(self, frames: Iterable[Frame | FaceRecord]) -> Iterator[FrameResult]:
+        """Detect, crop and classify, in input order; faces of consecutive frames share batches."""
+        pending: list[tuple[Frame, list[Box], list[np.ndarray]]] = []
+
+        def flush() -> Iterator[FrameResult]:
+            crops = [c for _, _, cs in pending for c in cs]
+            probs = iter(self.probabilities(crops))
+            for frame, boxes, _ in pending:
+                yield FrameResult(frame, [self._record(frame, b, next(probs)) for b in boxes])
+            pending.clear()
+
+        for item in frames:
+            if isinstance(item, FaceRecord):  # an input that could not be read
+                yield from flush()
+                yield FrameResult(None, [item])
+                continue
+            boxes, crops = self._faces(item)
+            if not boxes:
+                yield from flush()
+                where = "" if item.index is None else f" in frame {item.index}"
+                message = f"{item.source}: no face found{where}"
+                record = FaceRecord(
+                    item.source, item.index, None, None, None, status="no_face", message=message
+                )
+                yield FrameResult(item, [record])
+                continue
+            pending.append((item, boxes, crops))
+            if sum(len(cs) for _, _, cs in pending) >= self.batch_size:
+                yield from flush()
+        yield from flush()
+
+    def predict_arrays(
+        self, images: Sequence[np.ndarray] | np.ndarray, *, source: str = "array"
+    ) -> list[FaceRecord]:
+        """Records for in-memory images (RGB, gray or RGBA uint8). Without a detector each image
+        is one face, so record ``i`` belongs to image ``i``; its ``source`` is ``"array[i]"``."""
+        frames: list[Frame | FaceRecord] = []
+        for i, image in enumerate(images):
+            name = f"{source}[{i}]"
+            try:
+                frames.append(Frame(name, None, to_rgb(image, name=name)))
+            except ValueError as err:
+                frames.append(
+                    FaceRecord(name, None, None, None, None, status="error", message=str(err))
+                )
+        return [r for result in self.predict_frames(frames) for r in result.records]
+
+    def predict_paths(self, paths: Iterable[str | Path], *, every: int = 30) -> list[FaceRecord]:
+        """Records for files, folders (recursively) and videos (every ``every``-th frame)."""
+        results = self.predict_frames(iter_frames(paths, every))
+        return [r for result in results for r in result.records]
+
+
+def find_checkpoint(local: Path, uri: str) -> Path:
+    """The ``.pt`` checkpoint in a downloaded MLflow model (``artifacts/*.pt``) or the file."""
+    if local.is_file():
+        return local
+    found = sorted(local.glob("artifacts/**/*.pt")) or sorted(local.rglob("*.pt"))
+    if len(found) != 1:
+        raise ValueError(
+            f"{uri}: expected exactly one .pt checkpoint under artifacts/, found "
+            f"{[str(p.relative_to(local)) for p in found] or 'none'}"
+        )
+    return found[0]
+
+
+def annotate(image: np.ndarray, records: Sequence[FaceRecord]) -> np.ndarray:
+    """A copy of an RGB image with each face's box and ``expression probability`` drawn."""
+    out = np.ascontiguousarray(image.copy())
+    thickness = max(1, round(max(out.shape[:2]) / 400))
+    scale = max(0.4, max(out.shape[:2]) / 1000)
+    for record in records:
+        if record.status != "ok" or record.box is None:
+            continue
+        x, y, w, h = record.box
+        cv2.rectangle(out, (x, y), (x + w - 1, y + h - 1), (0, 255, 0), thickness)
+        text = f"{record.expression} {record.probability:.2f}"
+        (tw, th), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, thickness)
+        top = max(0, y - th - base - 2)
+        cv2.rectangle(out, (x, top), (x + tw + 2, top + th + base + 2), (0, 255, 0), -1)
+        cv2.putText(
+            out,
+            text,
+            (x + 1, top + th + 1),
+            cv2.FONT_HERSHEY_SIMPLEX,
+            scale,
+            (0, 0, 0),
+            thickness,
+            cv2.LINE_AA,
+        )
+    return out

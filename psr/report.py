@@ -1,0 +1,427 @@
+"""Evaluation outputs: metrics, per-sample predictions, figures and one self-contained HTML report.
+
+Written into a directory, all at once (a temporary sibling directory renamed into place):
+
+- ``metrics.json``: the first result's flat metrics (what ``dvc metrics show`` reads), plus
+  ``variant`` and the other results (e.g. without TTA) nested under their names;
+- ``predictions.csv``: ``id,actual,predicted`` (class names, DVC's confusion template) and
+  ``p_<class>``;
+- ``calibration.csv``: confidence vs accuracy per non-empty bin (a DVC line plot);
+- ``confusion_counts.png``, ``confusion_normalized.png``, ``reliability.png``, ``per_class.png``,
+  ``branches.png``, ``mistakes.png`` (when images are given), ``accuracy_by_<column>.png`` and
+  ``.csv`` (when a breakdown is given);
+- ``report.html``: every figure embedded as base64 and the metric tables, one file to share.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+import re
+import shutil
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Literal
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only; never a display
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+
+from psr.evaluate import EvalResult, accuracy_breakdown, evaluate, load_sidecar
+from psr.metrics import calibration_bins, confusion_matrix, per_class_scores
+
+HEADLINE = ("accuracy", "macro_f1", "uar", "nll", "ece")
+MISTAKES_SHOWN = 24
+DPI = 100
+
+
+def predictions_table(result: EvalResult) -> pd.DataFrame:
+    """One row per sample: ``id``, ``actual``, ``predicted`` (names) and ``p_<class>``."""
+    names = np.asarray(result.class_names)
+    table = pd.DataFrame(
+        {"id": result.ids, "actual": names[result.labels], "predicted": names[result.preds]}
+    )
+    for k, name in enumerate(result.class_names):
+        table[f"p_{name}"] = np.round(result.probs[:, k], 6)
+    return table
+
+
+def calibration_table(result: EvalResult) -> pd.DataFrame:
+    """Per non-empty confidence bin: bounds, count, mean confidence and accuracy."""
+    bins = calibration_bins(result.labels, result.probs)
+    filled = bins.count > 0
+    return pd.DataFrame(
+        {
+            "bin_lower": bins.edges[:-1][filled],
+            "bin_upper": bins.edges[1:][filled],
+            "count": bins.count[filled],
+            "confidence": bins.confidence[filled],
+            "accuracy": bins.accuracy[filled],
+        }
+    )
+
+
+def _save(fig: plt.Figure, path: Path) -> None:
+    fig.savefig(path, dpi=DPI, bbox_inches="tight")
+    plt.close(fig)
+
+
+def plot_confusion(result: EvalResult, path: Path, *, normalize: bool) -> None:
+    """Confusion matrix, rows = true class; ``normalize`` divides each row by its count."""
+    k = len(result.class_names)
+    cm = confusion_matrix(result.labels, result.preds, k).astype(np.float64)
+    if normalize:
+        rows = cm.sum(axis=1, keepdims=True)
+        cm = np.divide(cm, rows, out=np.zeros_like(cm), where=rows > 0)
+    fig, ax = plt.subplots(figsize=(1.0 + 0.75 * k, 0.6 + 0.75 * k))
+    ax.imshow(cm, cmap="Blues", vmin=0, vmax=1 if normalize else max(1.0, cm.max()))
+    for i in range(k):
+        for j in range(k):
+            text = f"{cm[i, j]:.2f}" if normalize else f"{int(cm[i, j])}"
+            dark = cm[i, j] > (0.5 if normalize else cm.max() / 2)
+            ax.text(j, i, text, ha="center", va="center", color="white" if dark else "black")
+    ax.set_xticks(range(k), result.class_names, rotation=45, ha="right")
+    ax.set_yticks(range(k), result.class_names)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title("confusion matrix" + (" (row-normalised)" if normalize else " (counts)"))
+    _save(fig, path)
+
+
+def plot_reliability(result: EvalResult, path: Path) -> None:
+    """Reliability diagram: accuracy per confidence bin against the diagonal, and a histogram."""
+    bins = calibration_bins(result.labels, result.probs)
+    centers = (bins.edges[:-1] + bins.edges[1:]) / 2
+    width = bins.edges[1] - bins.edges[0]
+    fig, (top, bottom) = plt.subplots(
+        2, 1, figsize=(5, 6), sharex=True, gridspec_kw={"height_ratios": [3, 1]}
+    )
+    filled = bins.count > 0
+    top.bar(centers[filled], bins.accuracy[filled], width=width, edgecolor="k", label="accuracy")
+    top.bar(
+        centers[filled],
+        bins.confidence[filled] - bins.accuracy[filled],
+        bottom=bins.accuracy[filled],
+        width=width,
+        fill=False,
+        hatch="//",
+        edgecolor="tab:red",
+        label="gap to confidence",
+    )
+    top.plot([0, 1], [0, 1], "k--", linewidth=1)
+    top.set_ylim(0, 1)
+    top.set_ylabel("accuracy")
+    top.set_title(f"reliability (ECE {result.metrics['ece']:.3f}, {len(bins.count)} bins)")
+    top.legend(loc="upper left")
+    bottom.bar(centers, bins.count, width=width, edgecolor="k", color="tab:gray")
+    bottom.set_xlim(0, 1)
+    bottom.set_xlabel("confidence (top-class probability)")
+    bottom.set_ylabel("samples")
+    _save(fig, path)
+
+
+def plot_per_class(result: EvalResult, path: Path) -> None:
+    """Grouped bars of precision, recall and F1 per class."""
+    cm = confusion_matrix(result.labels, result.preds, len(result.class_names))
+    scores = per_class_scores(cm)
+    x = np.arange(len(result.class_names))
+    fig, ax = plt.subplots(figsize=(2 + 0.9 * len(x), 4))
+    for offset, name in zip((-0.27, 0, 0.27), ("precision", "recall", "f1"), strict=True):
+        ax.bar(x + offset, getattr(scores, name), width=0.27, label=name)
+    ax.set_xticks(
+        x, [f"{n}\n(n={s})" for n, s in zip(result.class_names, scores.support, strict=True)]
+    )
+    ax.set_ylim(0, 1)
+    ax.legend(ncols=3, loc="upper center", bbox_to_anchor=(0.5, 1.12))
+    _save(fig, path)
+
+
+def plot_branches(results: Mapping[str, EvalResult], path: Path) -> None:
+    """Accuracy of each pyramid branch alone next to the fused prediction, per result."""
+    first = next(iter(results.values()))
+    labels = [*first.branch_names, "fused"]
+    x = np.arange(len(labels))
+    width = 0.8 / len(results)
+    fig, ax = plt.subplots(figsize=(1.5 + 1.1 * len(labels), 3.5))
+    for i, (name, result) in enumerate(results.items()):
+        accs = [result.metrics[f"branch_accuracy_{b}"] for b in result.branch_names]
+        values = [*accs, result.metrics["accuracy"]]
+        bars = ax.bar(x + (i - (len(results) - 1) / 2) * width, values, width=width, label=name)
+        ax.bar_label(bars, fmt="%.3f", fontsize=8)
+    ax.set_xticks(x, labels)
+    ax.set_ylabel("accuracy")
+    ax.set_ylim(0, 1.1)
+    ax.set_title("pyramid branches alone vs fused")
+    ax.legend(loc="lower right")
+    _save(fig, path)
+
+
+def plot_mistakes(result: EvalResult, images: np.ndarray, path: Path) -> int:
+    """A grid of the most confident mistakes (true / predicted / probability); returns how many."""
+    wrong = np.flatnonzero(result.preds != result.labels)
+    order = wrong[np.argsort(-result.probs[wrong].max(axis=1), kind="stable")][:MISTAKES_SHOWN]
+    cols = 6
+    rows = max(1, -(-len(order) // cols))
+    fig, axes = plt.subplots(rows, cols, figsize=(cols * 1.7, rows * 2.0), squeeze=False)
+    for ax in axes.ravel():
+        ax.axis("off")
+    for ax, i in zip(axes.ravel(), order, strict=False):
+        image = np.asarray(images[i])
+        gray = image.ndim == 2 or image.shape[-1] == 1
+        shown = image.squeeze(-1) if image.ndim == 3 and gray else image
+        ax.imshow(shown, cmap="gray", vmin=0, vmax=255)  # no contrast stretch: show the pixels
+        true, pred = result.class_names[result.labels[i]], result.class_names[result.preds[i]]
+        ax.set_title(f"{true} → {pred}\np={result.probs[i].max():.2f}", fontsize=8)
+    if not len(order):
+        axes[0, 0].text(0, 0.5, "no mistakes", fontsize=12)
+    fig.suptitle("most confident mistakes (true → predicted)")
+    _save(fig, path)
+    return len(order)
+
+
+def plot_breakdown(table: pd.DataFrame, column: str, path: Path) -> None:
+    """Accuracy per group of a sidecar column (bars per result), with the group sizes."""
+    accuracy = [c for c in table.columns if c.startswith("accuracy_")]
+    x = np.arange(len(table))
+    width = 0.8 / len(accuracy)
+    fig, ax = plt.subplots(figsize=(2 + 1.0 * len(x), 3.8))
+    for i, col in enumerate(accuracy):
+        offset = (i - (len(accuracy) - 1) / 2) * width
+        ax.bar(x + offset, table[col], width=width, label=col.removeprefix("accuracy_"))
+    ax.set_xticks(x, [f"{g}\n(n={n})" for g, n in zip(table["group"], table["count"], strict=True)])
+    ax.set_xlabel(column)
+    ax.set_ylabel("accuracy")
+    ax.set_ylim(0, 1)
+    ax.set_title(f"accuracy by {column}")
+    ax.legend()
+    _save(fig, path)
+
+
+def metrics_document(results: Mapping[str, EvalResult]) -> dict:
+    """The first result's metrics at the top level (``variant`` names it), the others nested."""
+    (first_name, first), *others = results.items()
+    document: dict = {"variant": first_name, **first.metrics}
+    for name, result in others:
+        document[name] = dict(result.metrics)
+    return document
+
+
+def _table_html(rows: list[list[str]], header: list[str]) -> str:
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
+    body = "".join(
+        "<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in rows
+    )
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def _fmt(value: float | int) -> str:
+    return str(value) if isinstance(value, int) else f"{value:.4f}"
+
+
+def render_html(
+    results: Mapping[str, EvalResult],
+    figures: dict[str, Path],
+    *,
+    title: str,
+    info: Mapping[str, str],
+    breakdown: pd.DataFrame | None = None,
+) -> str:
+    """The self-contained report: tables of metrics and every figure inlined as a data URI."""
+    names = list(results)
+    first = results[names[0]]
+    parts = [f"<h1>{html.escape(title)}</h1>"]
+    parts.append(_table_html([[k, v] for k, v in info.items()], ["run", "value"]))
+    headline = [[m] + [_fmt(results[n].metrics[m]) for n in names] for m in HEADLINE]
+    headline.append(["samples"] + [str(results[n].metrics["num_samples"]) for n in names])
+    parts += ["<h2>Headline metrics</h2>", _table_html(headline, ["metric", *names])]
+    branch_rows = [
+        [b] + [_fmt(results[n].metrics[f"branch_accuracy_{b}"]) for n in names]
+        for b in first.branch_names
+    ]
+    branch_rows.append(["fused"] + [_fmt(results[n].metrics["accuracy"]) for n in names])
+    parts += ["<h2>Pyramid branches (accuracy)</h2>", _table_html(branch_rows, ["branch", *names])]
+    per_class = [
+        [c] + [_fmt(first.metrics[f"{m}_{c}"]) for m in ("precision", "recall", "f1", "support")]
+        for c in first.class_names
+    ]
+    parts += [
+        f"<h2>Per class ({html.escape(names[0])})</h2>",
+        _table_html(per_class, ["class", "precision", "recall", "f1", "support"]),
+    ]
+    if breakdown is not None:
+        rows = [[_fmt(v) if isinstance(v, float) else str(v) for v in r] for r in breakdown.values]
+        parts += ["<h2>Breakdown</h2>", _table_html(rows, [str(c) for c in breakdown.columns])]
+    parts.append("<h2>Figures</h2>")
+    for caption, path in figures.items():
+        data = base64.b64encode(path.read_bytes()).decode("ascii")
+        parts.append(
+            f'<figure><img alt="{html.escape(caption)}" src="data:image/png;base64,{data}">'
+            f"<figcaption>{html.escape(caption)}</figcaption></figure>"
+        )
+    style = (
+        "body{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}"
+        "table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #ccc;"
+        "padding:.2em .6em;text-align:right}td:first-child,th:first-child{text-align:left}"
+        "figure{display:inline-block;margin:1em}img{max-width:100%}"
+    )
+    return (
+        f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
+        f"<title>{html.escape(title)}</title><style>{style}</style></head>"
+        f"<body>{''.join(parts)}</body></html>\n"
+    )
+
+
+def write_report(
+    out_dir: str | Path,
+    results: Mapping[str, EvalResult],
+    *,
+    images: np.ndarray | None = None,
+    breakdown: pd.DataFrame | None = None,
+    breakdown_column: str | None = None,
+    title: str = "PSR-FER evaluation",
+    info: Mapping[str, str] | None = None,
+) -> Path:
+    """Write every output into ``out_dir`` (replaced as a whole) and return its path.
+
+    ``results`` maps a variant name (e.g. ``tta``, ``no_tta``) to its result; the first one is the
+    headline. ``images`` (``[N, H, W, C]`` uint8, the split's) enables the mistakes grid.
+    """
+    if not results:
+        raise ValueError("write_report needs at least one result")
+    if breakdown is not None and not breakdown_column:
+        raise ValueError("a breakdown table needs the name of its column")
+    out_dir = Path(out_dir)
+    first = next(iter(results.values()))
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    try:
+        (tmp / "metrics.json").write_text(
+            json.dumps(metrics_document(results), indent=2) + "\n", encoding="utf-8"
+        )
+        predictions_table(first).to_csv(tmp / "predictions.csv", index=False)
+        calibration_table(first).to_csv(tmp / "calibration.csv", index=False)
+        figures = {
+            "confusion matrix (counts)": tmp / "confusion_counts.png",
+            "confusion matrix (row-normalised)": tmp / "confusion_normalized.png",
+            "reliability diagram": tmp / "reliability.png",
+            "per-class precision / recall / F1": tmp / "per_class.png",
+            "pyramid branches vs fused": tmp / "branches.png",
+        }
+        plot_confusion(first, figures["confusion matrix (counts)"], normalize=False)
+        plot_confusion(first, figures["confusion matrix (row-normalised)"], normalize=True)
+        plot_reliability(first, figures["reliability diagram"])
+        plot_per_class(first, figures["per-class precision / recall / F1"])
+        plot_branches(results, figures["pyramid branches vs fused"])
+        if images is not None:
+            if len(images) != len(first.labels):
+                raise ValueError(f"{len(images)} images for {len(first.labels)} evaluated samples")
+            figures["most confident mistakes"] = tmp / "mistakes.png"
+            plot_mistakes(first, images, figures["most confident mistakes"])
+        if breakdown is not None:
+            stem = "accuracy_by_" + re.sub(r"[^\w.-]+", "_", breakdown_column)
+            breakdown.to_csv(tmp / f"{stem}.csv", index=False)
+            figures[f"accuracy by {breakdown_column}"] = tmp / f"{stem}.png"
+            plot_breakdown(breakdown, breakdown_column, tmp / f"{stem}.png")
+        page = render_html(results, figures, title=title, info=info or {}, breakdown=breakdown)
+        (tmp / "report.html").write_text(page, encoding="utf-8")
+        tmp.chmod(0o755)  # mkdtemp makes it private; the outputs are not secret
+        _replace_dir(tmp, out_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out_dir
+
+
+def _replace_dir(new: Path, target: Path) -> None:
+    """Move ``new`` to ``target``; an old ``target`` is moved aside first, then deleted."""
+    old = None
+    if target.exists():
+        old = target.with_name(f".{target.name}.old-{new.name}")
+        target.rename(old)
+    new.rename(target)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+#: ``tta`` argument of :func:`report_checkpoint` -> the variants evaluated, headline first.
+TTA_VARIANTS: dict[str, tuple[str, ...]] = {
+    "on": ("tta",),
+    "off": ("no_tta",),
+    "both": ("tta", "no_tta"),
+}
+
+
+def report_checkpoint(
+    checkpoint: str | Path,
+    data: str | Path,
+    out_dir: str | Path,
+    *,
+    split: str = "test",
+    tta: Literal["on", "off", "both"] = "on",
+    tta_repeats: int = 3,
+    batch_size: int = 64,
+    device: str = "auto",
+    workers: int = 0,
+    seed: int = 0,
+    sidecar: str | Path | None = None,
+    by_column: str | None = None,
+    by_key: str | None = None,
+    bins: int = 5,
+) -> tuple[dict[str, EvalResult], pd.DataFrame | None]:
+    """Evaluate an inference checkpoint on a prepared split and write the full report.
+
+    ``tta="on"`` is the paper's evaluation; ``"both"`` adds the plain prediction side by side.
+    ``sidecar`` + ``by_column`` add the accuracy breakdown (e.g. by ``face_size``).
+    Returns the results by variant and the breakdown table.
+    """
+    from psr.data.prepared import load_split
+    from psr.models import load_model
+
+    if tta not in TTA_VARIANTS:
+        raise ValueError(f"tta must be one of {list(TTA_VARIANTS)}, got {tta!r}")
+    if (sidecar is None) != (by_column is None):
+        raise ValueError("a breakdown needs both the sidecar file and the column")
+    model, info = load_model(checkpoint, map_location="cpu")
+    prepared = load_split(data, split)
+    results = {
+        name: evaluate(
+            model,
+            prepared,
+            image_size=info["image_size"],
+            batch_size=batch_size,
+            tta=name == "tta",
+            tta_repeats=tta_repeats,
+            device=device,
+            workers=workers,
+            seed=seed,
+            class_names=info["class_names"],
+        )
+        for name in TTA_VARIANTS[tta]
+    }
+    breakdown = None
+    if sidecar is not None:
+        table = load_sidecar(sidecar)
+        breakdown = accuracy_breakdown(results, table, by_column, key=by_key, bins=bins)
+    run_info = {
+        "checkpoint": str(checkpoint),
+        "data": f"{data} ({split})",
+        "model": str(info["config"].get("name")),
+        "image size": str(info["image_size"]),
+        "TTA": f"{tta} ({tta_repeats} repeats)" if tta != "off" else "off",
+    }
+    if breakdown is not None:
+        run_info[f"breakdown by {by_column}"] = breakdown.attrs["matched_by"]
+    write_report(
+        out_dir,
+        results,
+        images=prepared.images,
+        breakdown=breakdown,
+        breakdown_column=by_column,
+        info=run_info,
+    )
+    return results, breakdown

@@ -1,0 +1,139 @@
+import numpy as np
+import pytest
+
+from psr import metrics
+
+# 6 samples, 3 classes. Predictions (argmax): 0, 0, 1, 2, 1, 0; labels: 0, 1, 1, 2, 2, 0.
+LABELS = np.array([0, 1, 1, 2, 2, 0])
+PROBS = np.array(
+    [
+        [0.7, 0.2, 0.1],
+        [0.5, 0.4, 0.1],
+        [0.1, 0.8, 0.1],
+        [0.2, 0.2, 0.6],
+        [0.3, 0.4, 0.3],
+        [0.9, 0.05, 0.05],
+    ]
+)
+NAMES = ("neutral", "happiness", "surprise")
+
+
+def test_confusion_matrix_rows_are_true_classes():
+    cm = metrics.confusion_matrix(LABELS, PROBS.argmax(1), 3)
+    np.testing.assert_array_equal(cm, [[2, 0, 0], [1, 1, 0], [0, 1, 1]])
+
+
+def test_hand_computed_values():
+    out = metrics.classification_metrics(LABELS, PROBS, NAMES)
+    assert out["accuracy"] == pytest.approx(4 / 6)
+    # precision: 2/3, 1/2, 1/1; recall: 2/2, 1/2, 1/2
+    assert out["precision_neutral"] == pytest.approx(2 / 3)
+    assert out["precision_happiness"] == pytest.approx(0.5)
+    assert out["recall_surprise"] == pytest.approx(0.5)
+    f1 = [2 * (2 / 3) / (2 / 3 + 1), 0.5, 2 * 0.5 / 1.5]
+    assert out["macro_f1"] == pytest.approx(np.mean(f1))
+    assert out["uar"] == pytest.approx((1 + 0.5 + 0.5) / 3)
+    nll = -np.mean(np.log([0.7, 0.4, 0.8, 0.6, 0.3, 0.9]))
+    assert out["nll"] == pytest.approx(nll)
+    assert out["support_neutral"] == 2
+    assert out["num_samples"] == 6
+
+
+def test_ece_hand_computed():
+    # Confidences 0.7, 0.5, 0.8, 0.6, 0.4, 0.9 each fall in a different bin of width 1/15, so
+    # ECE = mean |correct - confidence|.
+    correct = np.array([1, 0, 1, 1, 0, 1])
+    conf = np.array([0.7, 0.5, 0.8, 0.6, 0.4, 0.9])
+    expected = np.mean(np.abs(correct - conf))
+    assert metrics.expected_calibration_error(LABELS, PROBS) == pytest.approx(expected)
+
+
+def test_ece_pools_samples_in_one_bin():
+    labels = np.array([0, 1])
+    probs = np.array([[0.95, 0.05], [0.96, 0.04]])  # both in (14/15, 1]; accuracy 0.5
+    bins = metrics.calibration_bins(labels, probs)
+    assert bins.count[-1] == 2 and bins.count[:-1].sum() == 0
+    assert metrics.expected_calibration_error(labels, probs) == pytest.approx(abs(0.5 - 0.955))
+
+
+def test_bin_edges_are_right_closed():
+    labels = np.array([0])
+    probs = np.array([[2 / 3, 1 / 3]])  # 2/3 = 10/15 is the upper edge of bin 9
+    assert metrics.calibration_bins(labels, probs).count[9] == 1
+
+
+def test_perfect_calibration_has_zero_ece():
+    labels = np.array([0, 0, 0, 1])
+    probs = np.tile([0.75, 0.25], (4, 1))
+    assert metrics.expected_calibration_error(labels, probs) == pytest.approx(0.0)
+
+
+def test_branch_accuracies():
+    branch = np.stack([PROBS, np.roll(PROBS, 1, axis=1)], axis=1)  # [6, 2, 3]
+    accs = metrics.branch_accuracies(LABELS, branch)
+    assert accs[0] == pytest.approx(4 / 6)
+    assert accs[1] == pytest.approx(np.mean(((PROBS.argmax(1) + 1) % 3) == LABELS))
+    out = metrics.classification_metrics(LABELS, PROBS, NAMES, branch, ["low", "full"])
+    assert out["branch_accuracy_low"] == pytest.approx(4 / 6)
+
+
+def test_class_never_predicted_nor_present_is_left_out_of_macro_averages():
+    labels = np.array([0, 1, 0])
+    probs = np.array([[0.9, 0.05, 0.05], [0.1, 0.8, 0.1], [0.2, 0.7, 0.1]])
+    out = metrics.classification_metrics(labels, probs, NAMES)
+    assert out["f1_surprise"] == 0.0
+    assert out["uar"] == pytest.approx((0.5 + 1.0) / 2)
+    assert out["macro_f1"] == pytest.approx((2 / 3 + 2 / 3) / 2)
+
+
+@pytest.mark.parametrize(
+    ("labels", "probs", "message"),
+    [
+        (np.array([0, 3]), np.full((2, 3), 1 / 3), "out of range"),
+        (np.array([0]), np.full((2, 3), 1 / 3), "does not match"),
+        (np.array([0.0, 1.0]), np.full((2, 3), 1 / 3), "integers"),
+        (np.array([], dtype=int), np.zeros((0, 3)), "no samples"),
+    ],
+)
+def test_bad_input_is_rejected(labels, probs, message):
+    with pytest.raises(ValueError, match=message):
+        metrics.classification_metrics(labels, probs, NAMES)
+
+
+def test_agrees_with_scikit_learn():
+    sk = pytest.importorskip("sklearn.metrics")
+    rng = np.random.default_rng(0)
+    k, n = 8, 500
+    labels = rng.integers(0, k, n)
+    logits = rng.normal(size=(n, k)) + 2.0 * np.eye(k)[labels] * rng.random((n, 1))
+    probs = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
+    preds = probs.argmax(1)
+    names = [f"c{i}" for i in range(k)]
+    out = metrics.classification_metrics(labels, probs, names)
+    assert out["accuracy"] == pytest.approx(sk.accuracy_score(labels, preds))
+    assert out["macro_f1"] == pytest.approx(sk.f1_score(labels, preds, average="macro"))
+    assert out["uar"] == pytest.approx(sk.balanced_accuracy_score(labels, preds))
+    assert out["nll"] == pytest.approx(sk.log_loss(labels, probs, labels=range(k)))
+    np.testing.assert_array_equal(
+        metrics.confusion_matrix(labels, preds, k), sk.confusion_matrix(labels, preds)
+    )
+    p, r, f, s = sk.precision_recall_fscore_support(labels, preds, labels=range(k))
+    ours = metrics.per_class_scores(metrics.confusion_matrix(labels, preds, k))
+    np.testing.assert_allclose(ours.precision, p)
+    np.testing.assert_allclose(ours.recall, r)
+    np.testing.assert_allclose(ours.f1, f)
+    np.testing.assert_array_equal(ours.support, s)
+
+
+def test_ece_agrees_with_a_direct_loop():
+    rng = np.random.default_rng(1)
+    labels = rng.integers(0, 4, 300)
+    probs = rng.dirichlet(np.ones(4) * 0.5, size=300)
+    conf, correct = probs.max(1), probs.argmax(1) == labels
+    ece = 0.0
+    for b in range(15):
+        lo, hi = b / 15, (b + 1) / 15
+        mask = (conf > lo) & (conf <= hi)
+        if mask.any():
+            ece += mask.mean() * abs(correct[mask].mean() - conf[mask].mean())
+    assert metrics.expected_calibration_error(labels, probs) == pytest.approx(ece)
