@@ -1,0 +1,32 @@
+import subprocess
+import sys
+
+import pytest
+
+from psr.cli import build_parser, main
+
+COMMANDS = {"synth", "prepare", "priors", "train", "evaluate", "predict", "export"}
+
+
+def test_every_subcommand_is_registered():
+    parser = build_parser()
+    sub = next(a for a in parser._actions if a.dest == "command")
+    assert set(sub.choices) == COMMANDS
+
+
+@pytest.mark.parametrize("command", sorted(COMMANDS))
+def test_each_subcommand_has_help(command, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main([command, "--help"])
+    assert exit_info.value.code == 0
+    assert "usage: psr " + command in capsys.readouterr().out
+
+
+def test_help_does_not_import_torch():
+    # `psr --help` must stay instant: heavy imports belong inside each command's run().
+    code = (
+        "import sys; from psr.cli import build_parser; build_parser(); "
+        "print('torch' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
