@@ -92,6 +92,12 @@ class TargetDistributionLoss(nn.Module):
         )
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        # full precision even inside the caller's autocast: it would run the prior and weight
+        # matmuls in bf16/fp16 (3 significant digits)
+        with torch.autocast(logits.device.type, enabled=False):
+            return self._loss(logits.float(), target)
+
+    def _loss(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         if logits.dim() not in (2, 3) or logits.shape[-1] != self.num_classes:
             raise ValueError(
                 f"logits must be [B, {self.num_classes}] or [B, n_branches, {self.num_classes}], "
@@ -103,7 +109,7 @@ class TargetDistributionLoss(nn.Module):
             )
         q = self.target_distribution(target)  # [B, K]
         branch_logits = logits if logits.dim() == 3 else logits.unsqueeze(1)  # [B, n, K]
-        log_p = F.log_softmax(branch_logits.float(), dim=-1)  # [B, n, K]
+        log_p = F.log_softmax(branch_logits, dim=-1)  # [B, n, K]
         terms = q.unsqueeze(1) * log_p
         if self.gamma:
             terms = terms * (1 - log_p.exp()).pow(self.gamma)

@@ -148,3 +148,16 @@ def test_bad_inputs_are_clear_errors(batch) -> None:
         loss(logits, torch.rand(6, 3))
     with pytest.raises(ValueError, match=r"ce expects int labels"):
         build_loss("ce", K)(logits, torch.rand(6, K))
+
+
+@pytest.mark.parametrize("name", LOSS_NAMES)
+def test_losses_keep_full_precision_under_autocast(batch, name: str) -> None:
+    """The prior/weight products must not run in bf16 when the caller's forward is autocast."""
+    logits, y = batch
+    target = F.one_hot(y, K).float() * 0.7 + 0.3 / K if name == "soft_ce" else y
+    loss = build_loss(name, K, prior=random_prior(), class_weights=torch.rand(K) + 0.5)
+    expected = loss(logits, target)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got = loss(logits, target)
+    assert got.dtype == torch.float32
+    torch.testing.assert_close(got, expected, rtol=1e-6, atol=1e-6)

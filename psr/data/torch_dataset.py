@@ -57,10 +57,6 @@ class FERDataset(Dataset):
             raise ValueError(f"indices out of range 0..{count - 1}")
 
     @property
-    def soft(self) -> bool:
-        return self.soft_targets is not None
-
-    @property
     def targets(self) -> np.ndarray:
         """Hard labels of the selected rows, in dataset order (for class-balanced sampling)."""
         return self.labels[self.indices]

@@ -6,13 +6,16 @@ sources (FER+) are expanded to three channels first, because the VGG backbone ex
 
 The augmentation mirrors fastai v1 ``get_transforms`` as used by the official PSR code: each of
 flip, warp, rotation and zoom is drawn independently (affine ones with ``p_affine``), brightness and
-contrast each with ``p_lighting``. fastai works on the whole affine grid at once; here each step is
-an albumentations transform on the image already resized to S, with reflection padding (fastai's
-default ``padding_mode``).
+contrast each with ``p_lighting``, with fastai's parameter distributions: the symmetric warp and
+the logit-space lighting are re-implemented here (:class:`SymmetricWarp`, :class:`LogitLighting`),
+zoom is a random square crop resized back. fastai resamples the whole affine grid once; here each
+step is resampled on the image already resized to S, with reflection padding (fastai's default
+``padding_mode``).
 """
 
 from __future__ import annotations
 
+import math
 import random
 from collections.abc import Sequence
 from typing import Literal
@@ -46,8 +49,12 @@ class AugmentConfig(BaseModel):
     zoom: float = Field(
         1.2, ge=1.0, description="max zoom factor, random centre (FER+ 1.2, RAF 1.1)"
     )
-    lighting: float = Field(0.2, ge=0, lt=1, description="max brightness and contrast change")
-    warp: float = Field(0.2, ge=0, lt=1, description="max perspective warp (fastai units, [-1, 1])")
+    lighting: float = Field(
+        0.2, ge=0, lt=1, description="max brightness and contrast change (fastai, logit space)"
+    )
+    warp: float = Field(
+        0.2, ge=0, lt=1, description="max symmetric perspective warp (fastai units, [-1, 1])"
+    )
     p_affine: float = Field(0.75, ge=0, le=1, description="probability of each affine step")
     p_lighting: float = Field(0.75, ge=0, le=1, description="probability of each lighting step")
     border: Literal["reflect", "constant"] = Field(
@@ -96,7 +103,9 @@ def _finish() -> list[A.BasicTransform]:
     return [A.Normalize(mean=IMAGENET_MEAN, std=IMAGENET_STD), A.ToTensorV2()]
 
 
-def _augment_steps(aug: AugmentConfig, *, for_tta: bool = False) -> list[A.BasicTransform]:
+def _augment_steps(
+    aug: AugmentConfig, image_size: int, *, for_tta: bool = False
+) -> list[A.BasicTransform]:
     """fastai v1 ``get_transforms`` order: flip, warp, rotate, zoom, brightness, contrast.
 
     ``for_tta`` drops flip and zoom, which the TTA views set deterministically instead.
@@ -106,37 +115,99 @@ def _augment_steps(aug: AugmentConfig, *, for_tta: bool = False) -> list[A.Basic
     if aug.flip and not for_tta:
         steps.append(A.HorizontalFlip(p=0.5))
     if aug.warp > 0:
-        # fastai's symmetric_warp moves corners by up to `warp` in [-1, 1] coordinates, i.e. by
-        # warp / 2 of the side; A.Perspective draws corner offsets with a std up to that fraction.
-        steps.append(A.Perspective(scale=(0.0, aug.warp / 2), p=aug.p_affine, **border))
+        steps.append(SymmetricWarp(aug.warp, p=aug.p_affine, **border))
     if aug.rotate > 0:
         steps.append(A.Affine(rotate=(-aug.rotate, aug.rotate), p=aug.p_affine, **border))
     if aug.zoom > 1 and not for_tta:
-        # fastai's rand_zoom picks a random centre: shift by up to the margin the zoom creates.
-        shift = (aug.zoom - 1) / 2
+        # fastai's rand_zoom: one scale for both axes and a uniform position of the zoomed view
+        # inside the image (no border shows), i.e. a square crop of side S / zoom resized to S.
+        # Here the crop's area is uniform in [1 / zoom^2, 1] (fastai: the zoom is uniform).
         steps.append(
-            A.Affine(
-                scale=(1.0, aug.zoom),
-                translate_percent=(-shift, shift),
+            A.RandomResizedCrop(
+                size=(image_size, image_size),
+                scale=(1 / aug.zoom**2, 1.0),
+                ratio=(1.0, 1.0),
                 p=aug.p_affine,
-                **border,
             )
         )
     if aug.lighting > 0:
-        limit = (-aug.lighting, aug.lighting)
-        steps.append(
-            A.RandomBrightnessContrast(brightness_limit=limit, contrast_limit=0.0, p=aug.p_lighting)
-        )
-        steps.append(
-            A.RandomBrightnessContrast(brightness_limit=0.0, contrast_limit=limit, p=aug.p_lighting)
-        )
+        steps.append(LogitLighting("brightness", aug.lighting, p=aug.p_lighting))
+        steps.append(LogitLighting("contrast", aug.lighting, p=aug.p_lighting))
     return steps
+
+
+class SymmetricWarp(A.ImageOnlyTransform):
+    """fastai v1 ``symmetric_warp``: a perspective warp that moves the corners of each edge
+    symmetrically along it by ``m_i`` uniform in [-magnitude, magnitude], in [-1, 1] coordinates
+    (so at most magnitude / 2 of the side)."""
+
+    def __init__(self, magnitude: float, border_mode: int, fill: float, p: float):
+        super().__init__(p=p)
+        self.magnitude, self.border_mode, self.fill = magnitude, border_mode, fill
+
+    def get_params(self) -> dict[str, list[float]]:
+        return {"m": [self.py_random.uniform(-self.magnitude, self.magnitude) for _ in range(4)]}
+
+    def apply(self, img: np.ndarray, m: Sequence[float], **params: object) -> np.ndarray:
+        height, width = img.shape[:2]
+        # fastai's _orig_pts -> targ_pts, (x, y) in [-1, 1]: each input corner lands on its target
+        orig = [(-1, -1), (-1, 1), (1, -1), (1, 1)]
+        targ = [
+            (-1 - m[3], -1 - m[1]),
+            (-1 - m[2], 1 + m[1]),
+            (1 + m[3], -1 - m[0]),
+            (1 + m[2], 1 + m[0]),
+        ]
+
+        def pixels(points: list[tuple[float, float]]) -> np.ndarray:
+            return np.float32(
+                [((x + 1) / 2 * (width - 1), (y + 1) / 2 * (height - 1)) for x, y in points]
+            )
+
+        matrix = cv2.getPerspectiveTransform(pixels(orig), pixels(targ))  # [3, 3]
+        return cv2.warpPerspective(
+            img, matrix, (width, height), borderMode=self.border_mode, borderValue=self.fill
+        )
+
+    def get_transform_init_args_names(self) -> tuple[str, ...]:
+        return ("magnitude", "border_mode", "fill")
+
+
+class LogitLighting(A.ImageOnlyTransform):
+    """fastai v1 ``brightness`` / ``contrast`` for uint8 images: both act on logit(pixel / 255),
+    so black and white stay saturated. brightness adds logit(change) with change uniform in
+    0.5 * (1 -+ max); contrast multiplies by a log-uniform scale in [1 - max, 1 / (1 - max)]."""
+
+    def __init__(self, kind: Literal["brightness", "contrast"], max_change: float, p: float):
+        super().__init__(p=p)
+        if not 0 < max_change < 1:
+            raise ValueError(f"max_change must be in (0, 1), got {max_change}")
+        self.kind, self.max_change = kind, max_change
+
+    def get_params(self) -> dict[str, float]:
+        m = self.max_change
+        if self.kind == "brightness":
+            change = self.py_random.uniform(0.5 * (1 - m), 0.5 * (1 + m))
+            return {"shift": math.log(change / (1 - change)), "scale": 1.0}
+        log_scale = self.py_random.uniform(math.log(1 - m), -math.log(1 - m))
+        return {"shift": 0.0, "scale": math.exp(log_scale)}
+
+    def apply(self, img: np.ndarray, shift: float, scale: float, **params: object) -> np.ndarray:
+        x = np.clip(np.arange(256) / 255, 1e-7, 1 - 1e-7)  # fastai's logit_ clamp
+        logit = np.log(x / (1 - x)) * scale + shift
+        lut = np.rint(255 / (1 + np.exp(-logit))).astype(np.uint8)  # [256] pixel -> pixel
+        return cv2.LUT(img, lut)
+
+    def get_transform_init_args_names(self) -> tuple[str, ...]:
+        return ("kind", "max_change")
 
 
 def train_transform(image_size: int, aug: AugmentConfig | None = None) -> ImageTransform:
     """Resize to S, then the paper's random augmentation, then ImageNet normalisation."""
     aug = aug or AugmentConfig()
-    return ImageTransform([A.Resize(image_size, image_size), *_augment_steps(aug), *_finish()])
+    return ImageTransform(
+        [A.Resize(image_size, image_size), *_augment_steps(aug, image_size), *_finish()]
+    )
 
 
 def eval_transform(image_size: int) -> ImageTransform:
@@ -162,7 +233,7 @@ def tta_transforms(
         left = far if index & 2 else 0
         steps = [
             A.Resize(image_size, image_size),
-            *_augment_steps(aug, for_tta=True),
+            *_augment_steps(aug, image_size, for_tta=True),
             A.Crop(x_min=left, y_min=top, x_max=left + crop, y_max=top + crop),
             A.Resize(image_size, image_size),
         ]

@@ -23,6 +23,8 @@ def save_atomic(obj: dict[str, Any], path: Path) -> None:
     try:
         with os.fdopen(fd, "wb") as f:
             torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())  # on disk before the rename makes it the checkpoint
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -40,6 +42,7 @@ def training_state(
     phase: int,
     history: list[dict[str, float]],
     stopped: bool,
+    device: torch.device,
 ) -> dict[str, Any]:
     """Everything a resumed run needs to continue bit for bit: ``epoch`` global epochs are done,
     the last of them in ``phase`` (0-based) whose optimiser/scheduler/scaler states these are."""
@@ -50,7 +53,7 @@ def training_state(
         "optimizer": optimizer.state_dict(),
         "scheduler": scheduler.state_dict(),
         "scaler": scaler.state_dict(),
-        "rng": rng_states(),
+        "rng": rng_states(device),
         "epoch": epoch,
         "phase": phase,
         "history": history,
@@ -80,8 +83,10 @@ def load_state(path: Path) -> dict[str, Any]:
     return state
 
 
-def rng_states() -> dict[str, Any]:
-    """python, numpy and torch (CPU and every CUDA device) generator states, as tensors/lists."""
+def rng_states(device: torch.device) -> dict[str, Any]:
+    """python, numpy, torch CPU and (training on CUDA) ``device``'s generator states, as
+    tensors/lists. Only the training device: ``get_rng_state_all`` would open a CUDA context on
+    every GPU of the machine in every DDP process."""
     version, internal, gauss = random.getstate()
     numpy_state = np.random.get_state(legacy=False)
     states: dict[str, Any] = {
@@ -94,12 +99,12 @@ def rng_states() -> dict[str, Any]:
         },
         "torch": torch.get_rng_state(),
     }
-    if torch.cuda.is_available():
-        states["cuda"] = torch.cuda.get_rng_state_all()
+    if device.type == "cuda" and torch.cuda.is_available():
+        states["cuda"] = torch.cuda.get_rng_state(device)
     return states
 
 
-def restore_rng_states(states: dict[str, Any]) -> None:
+def restore_rng_states(states: dict[str, Any], device: torch.device) -> None:
     version, internal, gauss = states["python"]
     random.setstate((version, tuple(internal), gauss))
     numpy_state = states["numpy"]
@@ -115,5 +120,5 @@ def restore_rng_states(states: dict[str, Any]) -> None:
         }
     )
     torch.set_rng_state(states["torch"])
-    if "cuda" in states and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(states["cuda"])
+    if "cuda" in states and device.type == "cuda":
+        torch.cuda.set_rng_state(states["cuda"], device)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from psr.data.transforms import AugmentConfig
 
@@ -77,6 +77,15 @@ class LossConfig(BaseModel):
         description="train against int labels or the split's soft_targets distribution "
         "(FER+ votes); auto = distribution when the split has soft_targets",
     )
+
+    @field_validator("name")
+    @classmethod
+    def _known_loss(cls, name: str) -> str:
+        from psr.losses import LOSS_NAMES
+
+        if name not in LOSS_NAMES:
+            raise ValueError(f"unknown loss {name!r}; valid: {list(LOSS_NAMES)}")
+        return name
 
 
 class TrainConfig(BaseModel):

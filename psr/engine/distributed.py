@@ -69,15 +69,6 @@ def reduce_sums(values: list[float], info: DistInfo, device: torch.device) -> li
     return tensor.tolist()
 
 
-def broadcast_flag(flag: bool, info: DistInfo, device: torch.device) -> bool:
-    """Rank 0's decision (e.g. early stopping) for every rank."""
-    if not info.enabled:
-        return flag
-    tensor = torch.tensor([int(flag)], device=device)
-    dist.broadcast(tensor, src=0)
-    return bool(tensor.item())
-
-
 def broadcast_buffers(module: torch.nn.Module, info: DistInfo) -> None:
     """Copy rank 0's buffers (BatchNorm running statistics) to every rank.
 

@@ -84,24 +84,31 @@ def fit(
     class_names: Sequence[str] | None = None,
     model_config: Mapping[str, Any] | None = None,
     image_size: int | None = None,
+    channels: int | None = None,
 ) -> FitResult:
     """Train ``model`` (branch logits ``[B, n, K]``, with ``param_groups()``) with the two-phase
     one-cycle recipe and keep the epoch with the best validation accuracy as ``best.pt``.
 
     ``prior`` is the ``[K, K]`` matrix the PDLS losses need. ``class_names``, ``model_config``
     and ``image_size`` (stored in ``best.pt``) default to the split's names and the model's
-    ``config`` / ``image_size``. Each callback gets ``(epoch, metrics)`` after every epoch, on
-    rank 0, once ``last.pt`` is written: an exception it raises (e.g. ``optuna.TrialPruned``)
-    propagates and leaves a resumable run. Under ``torchrun`` every process calls ``fit`` and
-    rank 0 writes the files.
+    ``config`` / ``image_size``; ``channels`` (stored as ``extra["channels"]``: 1 makes
+    ``psr.inference.Predictor`` convert colour photos to gray) to the training images'. Each
+    callback gets ``(epoch, metrics)`` after every epoch, on rank 0, once ``last.pt`` is
+    written: an exception it raises (e.g. ``optuna.TrialPruned``) propagates and leaves a
+    resumable run. Under ``torchrun`` every process calls ``fit`` and rank 0 writes the files.
     """
     from psr.losses import build_loss
 
     out_dir = Path(out_dir)
     last_path, best_path = out_dir / LAST, out_dir / BEST
     class_names = tuple(class_names or train_split.class_names)
-    model_config = dict(model_config if model_config is not None else _model_config(model))
-    image_size = int(image_size or _model_image_size(model))
+    # what best.pt records besides the weights (psr.models.save_model's arguments)
+    best_info = {
+        "config": dict(model_config if model_config is not None else _model_config(model)),
+        "class_names": class_names,
+        "image_size": int(image_size or _model_image_size(model)),
+    }
+    channels = int(channels or _image_channels(train_split))
     if tuple(valid_split.class_names) != tuple(train_split.class_names):
         raise ValueError(
             f"train and valid class orders differ: {list(train_split.class_names)} vs "
@@ -127,14 +134,18 @@ def fit(
         scaler = rt.grad_scaler()
         model.to(device=device, memory_format=rt.memory_format)
         pin = cfg.pin_memory and device.type == "cuda"
-        loaders = build_loaders(train_split, valid_split, cfg, image_size, dist_info, pin)
+        loaders = build_loaders(
+            train_split, valid_split, cfg, best_info["image_size"], dist_info, pin
+        )
 
         state = ckpt.initial_state()
         if resume and last_path.is_file():
             state = ckpt.load_state(last_path)
             _check_resumable(state, cfg, last_path)
             model.load_state_dict(state["model"])
-            ckpt.restore_rng_states(state["rng"])  # rank 0's: exact for a single process
+            if state["scaler"]:  # one loss scale across both phases; empty without fp16
+                scaler.load_state_dict(state["scaler"])
+            ckpt.restore_rng_states(state["rng"], device)  # rank 0's: exact for a single process
             if dist_info.rank > 0:
                 seed_everything(cfg.seed + dist_info.rank + 7919 * state["epoch"])
             log.info("resuming %s after epoch %d", last_path, state["epoch"])
@@ -168,8 +179,6 @@ def fit(
             if state["optimizer"] is not None and state["phase"] == phase_index:
                 optimizer.load_state_dict(state["optimizer"])
                 scheduler.load_state_dict(state["scheduler"])
-                if state["scaler"]:  # empty when the saved run had no fp16 scaler
-                    scaler.load_state_dict(state["scaler"])
 
             while epoch < phase_end and not stopped:
                 where = f"phase {phase_index + 1}, epoch {epoch + 1}/{cfg.total_epochs}"
@@ -188,6 +197,12 @@ def fit(
                 )
                 broadcast_buffers(model, dist_info)  # every rank validates the same model
                 valid_metrics = evaluate(eval_model, loss_fn, loaders.valid, rt)
+                if not math.isfinite(valid_metrics["valid_loss"]):
+                    # a finite training loss does not mean finite weights (the epoch's last step)
+                    raise NonFiniteLossError(
+                        f"validation loss is {valid_metrics['valid_loss']} after {where}: the "
+                        f"weights are not finite; {last_path} holds the last good epoch"
+                    )
                 metrics = {"epoch": epoch, "phase": phase_index + 1}
                 metrics |= train_metrics | valid_metrics
                 history.append(metrics)
@@ -196,7 +211,7 @@ def fit(
 
                 if main:
                     if _best_epoch(history) == len(history) - 1:
-                        _save_best(best_path, model, model_config, class_names, image_size, metrics)
+                        _save_best(best_path, model, best_info, channels, metrics)
                     ckpt.save_atomic(
                         ckpt.training_state(
                             config=cfg.model_dump(mode="json"),
@@ -208,6 +223,7 @@ def fit(
                             phase=phase_index,
                             history=history,
                             stopped=stopped,
+                            device=device,
                         ),
                         last_path,
                     )
@@ -251,7 +267,9 @@ def train_one_epoch(
     from psr.models import fuse
 
     model.train()
-    loss_sum, correct, seen = 0.0, 0, 0
+    loss_sum, seen = 0.0, 0
+    # on the device: reading it every step would wait for the backward pass to finish
+    correct = torch.zeros((), dtype=torch.int64, device=rt.device)
     lrs = current_lrs(optimizer)
     start = time.perf_counter()
     batches = tqdm(loader, desc=where, leave=False, unit="batch", disable=not progress)
@@ -275,17 +293,17 @@ def train_one_epoch(
 
         labels = targets.argmax(dim=1) if targets.is_floating_point() else targets  # [B]
         loss_sum += loss_value * len(labels)
-        correct += int((fuse(logits.detach().float()).argmax(dim=1) == labels).sum())
+        correct += (fuse(logits.detach().float()).argmax(dim=1) == labels).sum()
         seen += len(labels)
         if progress and step % 10 == 0:
             rate = seen / (time.perf_counter() - start)
             batches.set_postfix(
-                loss=f"{loss_sum / seen:.4f}", acc=f"{correct / seen:.4f}", img_s=f"{rate:.0f}"
+                loss=f"{loss_sum / seen:.4f}", acc=f"{int(correct) / seen:.4f}", img_s=f"{rate:.0f}"
             )
     rt.synchronize()
     elapsed = time.perf_counter() - start
     # ranks run in parallel: all their images over this rank's wall time
-    loss_sum, correct, seen = reduce_sums([loss_sum, correct, seen], rt.dist, rt.device)
+    loss_sum, correct, seen = reduce_sums([loss_sum, int(correct), seen], rt.dist, rt.device)
     return {
         "train_loss": loss_sum / max(seen, 1),
         "train_acc": correct / max(seen, 1),
@@ -303,14 +321,17 @@ def evaluate(
     from psr.models import fuse
 
     model.eval()
-    loss_sum, correct, seen = 0.0, 0, 0
+    # sums stay on the device (no wait per batch): [loss sum, correct]
+    sums = torch.zeros(2, dtype=torch.float64, device=rt.device)
+    seen = 0
     for images, labels in loader:
         images, labels = rt.batch(images, labels)
         with rt.autocast():
             logits = model(images).float()  # [B, n_branches, K]
-        loss_sum += float(loss_fn(logits, labels)) * len(labels)
-        correct += int((fuse(logits).argmax(dim=1) == labels).sum())
+        sums[0] += loss_fn(logits, labels) * len(labels)
+        sums[1] += (fuse(logits).argmax(dim=1) == labels).sum()
         seen += len(labels)
+    loss_sum, correct = sums.tolist()
     loss_sum, correct, seen = reduce_sums([loss_sum, correct, seen], rt.dist, rt.device)
     return {"valid_loss": loss_sum / max(seen, 1), "valid_acc": correct / max(seen, 1)}
 
@@ -339,24 +360,16 @@ def _should_stop(history: list[dict[str, float]], patience: int | None) -> bool:
 
 
 def _save_best(
-    path: Path,
-    model: nn.Module,
-    model_config: dict[str, Any],
-    class_names: tuple[str, ...],
-    image_size: int,
-    metrics: dict[str, float],
+    path: Path, model: nn.Module, info: dict[str, Any], channels: int, metrics: dict[str, float]
 ) -> None:
     from psr.models import save_model
 
-    extra = {"epoch": int(metrics["epoch"]), "valid_acc": float(metrics["valid_acc"])}
-    save_model(
-        path,
-        model,
-        config=model_config,
-        class_names=class_names,
-        image_size=image_size,
-        extra=extra,
-    )
+    extra = {
+        "epoch": int(metrics["epoch"]),
+        "valid_acc": float(metrics["valid_acc"]),
+        "channels": channels,
+    }
+    save_model(path, model, **info, extra=extra)
 
 
 def _model_config(model: nn.Module) -> dict[str, Any]:
@@ -371,6 +384,15 @@ def _model_image_size(model: nn.Module) -> int:
     if size is None:
         raise ValueError("pass image_size= (the model has no .image_size)")
     return int(size)
+
+
+def _image_channels(split: SplitLike) -> int:
+    """Channels of the split's uint8 images ``[N, H, W, C]`` (``[N, H, W]``: gray)."""
+    images = split.images
+    channels = images.shape[-1] if images.ndim == 4 else 1
+    if images.ndim not in (3, 4) or channels not in (1, 3):
+        raise ValueError(f"training images must be [N, H, W, 1 or 3], got {list(images.shape)}")
+    return int(channels)
 
 
 def _format_epoch(m: dict[str, float], total: int) -> str:

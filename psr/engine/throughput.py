@@ -14,7 +14,8 @@ from torch.utils.data import DataLoader
 from psr.data.torch_dataset import FERDataset, SeededSampler
 from psr.data.transforms import AugmentConfig, train_transform
 from psr.engine.config import PhaseConfig
-from psr.engine.runtime import resolve_amp
+from psr.engine.distributed import DistInfo
+from psr.engine.runtime import Runtime, resolve_amp
 from psr.engine.schedule import build_one_cycle, build_optimizer
 from psr.losses import build_loss
 
@@ -43,14 +44,13 @@ def training_rate(
 ) -> float:
     """Images/s of full training steps (forward, loss, backward, AdamW, one-cycle) on batches
     already on ``device``: the rate the model consumes data at."""
-    model = model.to(device).train()
     memory_format = torch.channels_last if channels_last else torch.preserve_format
-    model = model.to(memory_format=memory_format)
+    rt = Runtime(device, DistInfo(), resolve_amp(amp, device), memory_format)
+    model = model.to(device=device, memory_format=memory_format).train()
     phase = PhaseConfig()
     optimizer = build_optimizer(model, phase)
     scheduler = build_one_cycle(optimizer, phase, warmup + steps)
-    amp_dtype = resolve_amp(amp, device)
-    scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
+    scaler = rt.grad_scaler()
     loss_fn = build_loss("ce", model.num_classes).to(device)
     step_model = torch.compile(model) if compile else model
     images = torch.randn(batch_size, 3, image_size, image_size, device=device)
@@ -58,7 +58,7 @@ def training_rate(
     labels = torch.randint(0, model.num_classes, (batch_size,), device=device)
 
     def step() -> None:
-        with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=bool(amp_dtype)):
+        with rt.autocast():
             logits = step_model(images)  # [B, n_branches, K]
             loss = loss_fn(logits, labels)
         optimizer.zero_grad(set_to_none=True)
@@ -69,11 +69,11 @@ def training_rate(
 
     for _ in range(warmup):
         step()
-    _sync(device)
+    rt.synchronize()
     start = time.perf_counter()
     for _ in range(steps):
         step()
-    _sync(device)
+    rt.synchronize()
     return batch_size * steps / (time.perf_counter() - start)
 
 
@@ -113,8 +113,3 @@ def _forever(loader: DataLoader, sampler: SeededSampler) -> Iterator[object]:
         sampler.set_epoch(epoch)
         yield from loader
         epoch += 1
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)

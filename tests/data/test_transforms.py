@@ -1,3 +1,6 @@
+import random
+
+import cv2
 import numpy as np
 import pytest
 import torch
@@ -94,3 +97,79 @@ def test_blend_tta_weights():
     assert torch.allclose(blend_tta(plain, views), torch.tensor([[TTA_BETA, 1 - TTA_BETA]]))
     with pytest.raises(ValueError):
         blend_tta(plain, [])
+
+
+def _unnormalise(out: torch.Tensor) -> torch.Tensor:
+    """[3, S, S] normalised -> pixel values 0..255."""
+    std, mean = (
+        torch.tensor(IMAGENET_STD)[:, None, None],
+        torch.tensor(IMAGENET_MEAN)[:, None, None],
+    )
+    return (out * std + mean) * 255
+
+
+def test_zoom_is_isotropic_and_never_shows_the_border():
+    """fastai's zoom: one scale for both axes, a random centre inside the zoomed-out margin."""
+    aug = AugmentConfig(flip=False, rotate=0, lighting=0, warp=0, zoom=1.2, p_affine=1.0)
+    transform = train_transform(S, aug)
+    ramps = np.zeros((S, S, 3), dtype=np.uint8)
+    ramps[..., 0] = np.arange(S)[None, :] * 8  # x coordinate
+    ramps[..., 1] = np.arange(S)[:, None] * 8  # y coordinate
+    for seed in range(20):
+        transform.reseed(seed)
+        raw = _unnormalise(transform(ramps))
+        x, y = raw[0].mean(0), raw[1].mean(1)  # [S] per column, [S] per row
+        # strictly increasing: no reflected border anywhere
+        assert (x.diff() > 0).all() and (y.diff() > 0).all(), seed
+        slope_x, slope_y = (x[-1] - x[0]) / (S - 1), (y[-1] - y[0]) / (S - 1)
+        assert float(slope_x) == pytest.approx(float(slope_y), rel=0.04), seed
+        assert 8 / 1.2 * 0.97 <= slope_x <= 8 * 1.01, seed
+
+
+def test_lighting_works_in_logit_space_like_fastai():
+    """brightness: logit(x) + logit(U(0.4, 0.6)); contrast: logit(x) * logU(0.8, 1.25)."""
+    aug = AugmentConfig(flip=False, rotate=0, zoom=1.0, warp=0, lighting=0.2, p_lighting=1.0)
+    transform = train_transform(S, aug)
+    image = np.full((S, S, 3), 128, dtype=np.uint8)
+    image[:4], image[-4:] = 0, 255  # black and white rows
+    mids, extremes = [], []
+    for seed in range(40):
+        transform.reseed(seed)
+        raw = _unnormalise(transform(image))
+        mids.append(float(raw[:, S // 2, S // 2].mean()))
+        extremes.append((float(raw[:, 0].mean()), float(raw[:, -1].mean())))
+    # 128 -> sigmoid((logit(128/255) + [-0.405, 0.405]) * [0.8, 1.25]) * 255 in [95, 161]
+    assert 94 <= min(mids) < 112 and 144 < max(mids) <= 162
+    # saturated pixels stay saturated (an additive brightness would lift black by up to 51)
+    assert all(black < 1 and white > 254 for black, white in extremes)
+
+
+def test_symmetric_warp_stretches_one_edge_like_fastai():
+    """fastai symmetric_warp, m = [0.2, 0, 0, 0]: the right edge's corners move from y = -+1 to
+    -+1.2, so the right column shows the middle 1/1.2 of the input; the left column is kept."""
+    from psr.data.transforms import SymmetricWarp
+
+    ramp = np.zeros((S, S, 3), dtype=np.uint8)
+    ramp[..., 1] = np.arange(S)[:, None] * 8  # y coordinate
+    out = SymmetricWarp(0.2, border_mode=cv2.BORDER_REFLECT_101, fill=0, p=1.0).apply(
+        ramp, m=[0.2, 0.0, 0.0, 0.0]
+    )
+    assert np.array_equal(out[:, 0], ramp[:, 0])
+    right = out[:, -1, 1].astype(float)
+    span = (S - 1) * 8 / 1.2
+    assert right[-1] - right[0] == pytest.approx(span, abs=8)
+    assert (right[0] + right[-1]) / 2 == pytest.approx((S - 1) * 4, abs=4)  # centred
+
+
+def test_warp_draws_each_edge_magnitude_uniformly_and_changes_the_image():
+    from psr.data.transforms import SymmetricWarp
+
+    warp = SymmetricWarp(0.2, border_mode=cv2.BORDER_REFLECT_101, fill=0, p=1.0)
+    draws = []
+    for seed in range(200):
+        warp.set_random_state(np.random.default_rng(seed), random.Random(seed))
+        draws += warp.get_params()["m"]
+    assert -0.2 <= min(draws) < -0.18 and 0.18 < max(draws) <= 0.2
+    aug = AugmentConfig(flip=False, rotate=0, zoom=1.0, lighting=0, warp=0.2, p_affine=1.0)
+    image = _image((S, S, 3))
+    assert not torch.equal(train_transform(S, aug)(image), eval_transform(S)(image))

@@ -162,7 +162,9 @@ def test_soft_targets_train_with_a_distribution_loss(kit, tmp_path):
     assert math.isfinite(result.history[0]["train_loss"])
 
 
-def test_best_checkpoint_of_a_real_psr_model_loads_back(tmp_path, kit):
+@pytest.mark.parametrize("channels", [1, 3])
+def test_best_checkpoint_of_a_real_psr_model_loads_back(tmp_path, kit, channels):
+    from psr.inference import Predictor
     from psr.models import create_model, load_model
 
     torch.manual_seed(0)
@@ -170,11 +172,16 @@ def test_best_checkpoint_of_a_real_psr_model_loads_back(tmp_path, kit):
         "psr", num_classes=3, image_size=64, width=0.0625, sr_features=8, sr_res_blocks=1
     )
     cfg = kit.tiny_config(epochs1=1, epochs2=0, batch_size=4)
-    split = kit.make_split(8)
-    result = fit(model, split, kit.make_split(4, seed=1), cfg, tmp_path, class_names=kit.classes)
+    split = kit.make_split(8, channels=channels)
+    valid = kit.make_split(4, seed=1, channels=channels)
+    result = fit(model, split, valid, cfg, tmp_path, class_names=kit.classes)
     loaded, info = load_model(result.best_checkpoint)
     assert info["class_names"] == list(kit.classes) and info["image_size"] == 64
     assert info["extra"]["epoch"] == 0
+    # the training images' channels: a gray-trained model makes the Predictor convert to gray
+    assert info["extra"]["channels"] == channels
+    predictor = Predictor.from_checkpoint(result.best_checkpoint, detect=False)
+    assert predictor.grayscale == (channels == 1)
     trained = model.state_dict()  # the only epoch is the best one
     assert all(torch.equal(v, trained[k].cpu()) for k, v in loaded.state_dict().items())
 
@@ -193,3 +200,38 @@ def test_progress_bars_and_epoch_log(kit, tmp_path, capsys, caplog):
     _fit(kit, kit.tiny_config(epochs1=1, epochs2=0, progress=True), tmp_path)
     assert "epochs" in capsys.readouterr().err  # tqdm draws on stderr
     assert "epoch 1/1 (phase 1): train loss" in caplog.text
+
+
+def test_resume_at_a_phase_boundary_keeps_the_fp16_loss_scale(kit, tmp_path):
+    """The GradScaler runs across both phases: a run resumed after phase 1 must not restart it."""
+    cfg = kit.tiny_config(epochs1=1, epochs2=1, amp="fp16")
+    _fit(kit, cfg, tmp_path / "straight")
+    with pytest.raises(Interrupt):
+        _fit(kit, cfg, tmp_path / "resumed", callbacks=[_interrupt_after(0)])
+    _fit(kit, cfg, tmp_path / "resumed", resume=True)
+    straight = load_state(tmp_path / "straight" / "last.pt")["scaler"]
+    resumed = load_state(tmp_path / "resumed" / "last.pt")["scaler"]
+    assert straight["_growth_tracker"] == 12  # 6 steps per epoch, none skipped
+    assert resumed == straight
+
+
+def test_non_finite_weights_after_an_epoch_are_not_checkpointed(kit, tmp_path):
+    """The last step of an epoch can leave NaN weights with a finite loss: validation sees them."""
+    model = kit.tiny_model()
+    forward = model.forward
+    calls = {"eval": 0}
+
+    def broken_after_first_epoch(x):
+        out = forward(x)
+        if not model.training:
+            calls["eval"] += 1
+            if calls["eval"] > 3:  # 24 valid images / batch 8: epoch 2's validation
+                return out * float("nan")
+        return out
+
+    model.forward = broken_after_first_epoch
+    with pytest.raises(NonFiniteLossError, match=r"validation loss is nan after phase 1, epoch 2"):
+        _fit(kit, kit.tiny_config(), tmp_path, model=model)
+    state = load_state(tmp_path / "last.pt")
+    assert state["epoch"] == 1 and len(state["history"]) == 1
+    assert torch.load(tmp_path / "best.pt", weights_only=True)["extra"]["epoch"] == 0

@@ -101,3 +101,9 @@ def test_paper_defaults():
 def test_a_run_needs_at_least_one_epoch():
     with pytest.raises(ValueError, match="at least 1"):
         TrainConfig(phase1=PhaseConfig(epochs=0), phase2=PhaseConfig(epochs=0))
+
+
+def test_an_unknown_loss_is_a_config_error():
+    """Caught when params.yaml is read, not after the data loaders are built."""
+    with pytest.raises(ValueError, match=r"unknown loss 'hinge'; valid: \['pdls'"):
+        TrainConfig(loss={"name": "hinge"})

@@ -82,7 +82,8 @@ def test_train_command_writes_checkpoints_and_resumes(setup, capsys):
     assert "best valid_acc" in capsys.readouterr().out
     history = json.loads((out / "history.json").read_text())
     assert [h["phase"] for h in history] == [1, 2]
-    assert (out / "best.pt").is_file()
+    best = torch.load(out / "best.pt", weights_only=True)
+    assert best["extra"]["channels"] == 1  # gray training data: the Predictor converts to gray
     last = torch.load(out / "last.pt", weights_only=True)
     assert last["config"]["loss"]["name"] == "pdls"
     assert main([*args, "--resume"]) == 0  # finished: nothing left to train

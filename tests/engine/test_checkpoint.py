@@ -1,0 +1,48 @@
+import random
+
+import numpy as np
+import pytest
+import torch
+
+from psr.engine.checkpoint import load_state, restore_rng_states, rng_states, save_atomic
+
+
+def test_rng_states_round_trip_through_a_weights_only_file(tmp_path):
+    random.seed(1)
+    np.random.seed(2)
+    torch.manual_seed(3)
+    save_atomic(
+        {"format": "psr-train-state/1", "rng": rng_states(torch.device("cpu"))}, tmp_path / "s.pt"
+    )
+    expected = (random.random(), np.random.rand(), torch.rand(1))
+    random.seed(9)
+    np.random.seed(9)
+    torch.manual_seed(9)
+    restore_rng_states(load_state(tmp_path / "s.pt")["rng"], torch.device("cpu"))
+    assert (random.random(), np.random.rand(), torch.rand(1)) == expected
+
+
+def test_cuda_rng_state_is_the_training_device_only(monkeypatch):
+    """get/set_rng_state_all would create a CUDA context on every GPU in every DDP process
+    (and fail to restore on a machine with fewer GPUs)."""
+    calls = []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_rng_state_all", lambda: pytest.fail("all devices"))
+    monkeypatch.setattr(torch.cuda, "set_rng_state_all", lambda s: pytest.fail("all devices"))
+    monkeypatch.setattr(torch.cuda, "get_rng_state", lambda d: calls.append(("get", d)) or "s")
+    monkeypatch.setattr(torch.cuda, "set_rng_state", lambda s, d: calls.append(("set", d)))
+    cuda3 = torch.device("cuda", 3)
+    states = rng_states(cuda3)
+    assert states["cuda"] == "s"
+    restore_rng_states(states, cuda3)
+    assert calls == [("get", cuda3), ("set", cuda3)]
+    assert "cuda" not in rng_states(torch.device("cpu"))
+
+
+def test_save_atomic_keeps_the_old_file_when_writing_fails(tmp_path):
+    path = tmp_path / "last.pt"
+    save_atomic({"a": 1}, path)
+    with pytest.raises(Exception):  # noqa: B017 - whatever torch.save raises
+        save_atomic({"a": lambda: 0}, path)  # not picklable
+    assert torch.load(path, weights_only=True) == {"a": 1}
+    assert [p.name for p in tmp_path.iterdir()] == ["last.pt"]
