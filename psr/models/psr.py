@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from psr.models.head import build_head
+from psr.models.layout import cpu_channels_last
 from psr.models.pyramid import Branch, plan_pyramid
 from psr.models.sr import build_sr
 from psr.models.stn import STN
@@ -35,6 +36,9 @@ def fuse(logits: torch.Tensor) -> torch.Tensor:
 
 class PSRNet(nn.Module):
     """The PSR family's network; use :func:`psr.models.create_model` to build one."""
+
+    #: Run in channels_last on CPU (psr.models.layout); False keeps the input's layout.
+    cpu_channels_last: bool = True
 
     def __init__(
         self,
@@ -82,7 +86,9 @@ class PSRNet(nn.Module):
 
     def branch_inputs(self, x: torch.Tensor) -> list[torch.Tensor]:
         """The input image of every branch, ``x: [B, 3, S, S]``."""
+        x = cpu_channels_last(x, self.cpu_channels_last)
         x = self.stn(x)  # [B, 3, S, S]
+        x = cpu_channels_last(x, self.cpu_channels_last)  # grid_sample returns NCHW
         if len(self.branches) == 1:
             return [x]
         low_size = self.branches[0].size

@@ -17,6 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from psr.models.layout import cpu_channels_last
+
 #: Kinds accepted by :func:`build_sr`.
 SR_KINDS: tuple[str, ...] = ("edsr", "espcn", "bicubic", "bilinear")
 #: Upscaling factors the learned networks support.
@@ -38,7 +40,10 @@ class ResBlock(nn.Module):
         self.res_scale = res_scale
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x + self.body(x) * self.res_scale
+        residual = self.body(x)
+        if self.res_scale != 1.0:  # the EDSR-baseline's 1.0 would cost a full-size multiply
+            residual = residual * self.res_scale
+        return x + residual
 
 
 class Upsampler(nn.Sequential):
@@ -57,6 +62,9 @@ class Upsampler(nn.Sequential):
 class EDSR(nn.Module):
     """EDSR-baseline without mean shift: head conv, residual body with global skip, upsampler."""
 
+    #: Run in channels_last on CPU (psr.models.layout); False keeps the input's layout.
+    cpu_channels_last: bool = True
+
     def __init__(
         self, scale: int = 2, features: int = 64, res_blocks: int = 16, res_scale: float = 1.0
     ) -> None:
@@ -70,7 +78,7 @@ class EDSR(nn.Module):
         self.tail = nn.Sequential(Upsampler(scale, features), _conv3x3(features, 3))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.head(x)  # [B, F, h, w]
+        x = self.head(cpu_channels_last(x, self.cpu_channels_last))  # [B, F, h, w]
         x = x + self.body(x)  # global skip
         return self.tail(x)  # [B, 3, h*scale, w*scale]
 
