@@ -96,11 +96,12 @@ class _Detector(ABC):
         height, width = rgb.shape[:2]
         boxes = []
         for b in self._detect_small(small):
-            x, y = max(0, round(b.x * factor)), max(0, round(b.y * factor))
-            w = min(width - x, round(b.w * factor))
-            h = min(height - y, round(b.h * factor))
-            if w > 0 and h > 0:
-                boxes.append(Box(x, y, w, h, b.score))
+            # Clip both corners (YuNet boxes may start left of or above the image).
+            x0, y0 = max(0, round(b.x * factor)), max(0, round(b.y * factor))
+            x1 = min(width, round((b.x + b.w) * factor))
+            y1 = min(height, round((b.y + b.h) * factor))
+            if x1 > x0 and y1 > y0:
+                boxes.append(Box(x0, y0, x1 - x0, y1 - y0, b.score))
         return sorted(boxes, key=lambda b: b.w * b.h, reverse=True)
 
 

@@ -10,10 +10,9 @@ drawn ``TTA_REPEATS`` times (so 24 augmented views per image).
 from __future__ import annotations
 
 import itertools
-import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -22,6 +21,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, SequentialSampler
 
+from psr.data.prepared import ID_COLUMN
 from psr.data.torch_dataset import FERDataset, SeededSampler
 from psr.data.transforms import (
     TTA_BETA,
@@ -174,13 +174,14 @@ def evaluate(
     )
 
 
-def load_sidecar(path: str | Path) -> pd.DataFrame:
-    """A per-sample table such as the synthetic generator's ``generation.csv``."""
-    path = Path(path)
+def load_sidecar(path: str | Path, key: str | None = None) -> pd.DataFrame:
+    """A per-sample table such as the synthetic generator's ``generation.csv``; its ``key``
+    column (default ``id``: the prepared ids) is read as text, so ids keep leading zeros."""
+    path, key = Path(path), key or ID_COLUMN
     if not path.is_file():
         raise FileNotFoundError(f"sidecar file not found: {path}")
     try:
-        table = pd.read_csv(path)
+        table = pd.read_csv(path, dtype={key: str})
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
         raise ValueError(f"{path}: not a readable CSV table ({err})") from err
     if table.empty:
@@ -188,59 +189,24 @@ def load_sidecar(path: str | Path) -> pd.DataFrame:
     return table
 
 
-def _file_stem(value: str) -> str | None:
-    return PurePosixPath(value.replace("\\", "/")).stem or None
-
-
-def _trailing_number(value: str) -> str | None:
-    found = re.search(r"(\d+)(?:\.\w+)?$", value)
-    return str(int(found.group(1))) if found else None
-
-
-#: How a sidecar key may be written relative to the prepared ids, tried in this order. Readers
-#: and generators spell one picture differently (FER+: prepared ``row00056`` vs the generator's
-#: ``row`` 56 / ``fer0000056.png``; RAF-DB: ``train_00001`` vs ``train_00001.jpg``).
-KEY_RULES: dict[str, Callable[[str], str | None]] = {
-    "exact": lambda value: value,
-    "file stem": _file_stem,
-    "trailing number": _trailing_number,
-}
-
-
-def match_sidecar(
-    ids: Sequence[str], table: pd.DataFrame, key: str | None = None
-) -> tuple[pd.DataFrame, str, str]:
-    """The sidecar rows of ``ids``, in order, and the (column, rule) that matched them.
-
-    Tries every column (or only ``key``) under each rule of :data:`KEY_RULES`, the first rule
-    first; a (column, rule) pair counts only if it maps sidecar rows to unique keys and covers
-    every id. Raises ValueError naming the best partial match otherwise.
-    """
-    columns = [key] if key is not None else list(table.columns)
-    if key is not None and key not in table.columns:
+def match_sidecar(ids: Sequence[str], table: pd.DataFrame, key: str | None = None) -> pd.DataFrame:
+    """The sidecar rows of ``ids``, in order, joined on the sidecar's ``key`` column (default
+    ``id``), which must hold exactly the prepared ids, as the generator's ``generation.csv``."""
+    key = key or ID_COLUMN
+    if key not in table.columns:
         raise ValueError(f"sidecar has no key column {key!r}; columns: {list(table.columns)}")
-    best: tuple[int, str, str] = (0, "", "")
-    for rule, normalise in KEY_RULES.items():
-        wanted = [normalise(str(i)) for i in ids]
-        for column in columns:
-            keys = table[column].astype(str).map(normalise)
-            if keys.isna().any() or keys.duplicated().any():
-                continue
-            rows = pd.Series(np.arange(len(table)), index=keys.to_numpy())
-            found = [w in rows.index for w in wanted]
-            if all(found):
-                return table.iloc[rows.loc[wanted].to_numpy()], column, rule
-            best = max(best, (sum(found), column, rule))
-    if best[0] == 0:
+    keys = table[key].astype(str)
+    repeated = keys[keys.duplicated()]
+    if len(repeated):
+        raise ValueError(f"sidecar column {key!r} repeats ids, e.g. {repeated.iloc[0]!r}")
+    rows = pd.Series(np.arange(len(table)), index=keys.to_numpy())
+    missing = [i for i in map(str, ids) if i not in rows.index]
+    if missing:
         raise ValueError(
-            f"no sidecar column contains the split's ids (e.g. {ids[0]!r}); "
-            f"columns: {list(table.columns)}"
+            f"{len(missing)} of {len(ids)} evaluated samples are not in the sidecar's {key!r}"
+            f" column (e.g. {missing[0]!r}; the sidecar has e.g. {keys.iloc[0]!r})"
         )
-    count, column, rule = best
-    raise ValueError(
-        f"{len(ids) - count} of {len(ids)} evaluated samples are not in the sidecar "
-        f"(best match: column {column!r}, {rule} rule)"
-    )
+    return table.iloc[rows.loc[[str(i) for i in ids]].to_numpy()]
 
 
 def _groups(values: pd.Series, bins: int) -> pd.Series:
@@ -265,16 +231,15 @@ def accuracy_breakdown(
     """Accuracy per value (or per binned range) of a sidecar ``column``, one ``accuracy_<name>``
     column per result (e.g. with and without TTA) plus the sample ``count`` of each group.
 
-    The sidecar is matched to the samples by id with :func:`match_sidecar` (``key`` names its
-    column, else it is found). Every evaluated sample must be in the sidecar.
+    The sidecar is joined to the samples on its ``key`` column (default ``id``, the prepared
+    ids) with :func:`match_sidecar`. Every evaluated sample must be in the sidecar.
     """
     if bins < 1:
         raise ValueError(f"bins must be >= 1, got {bins}")
     first = next(iter(results.values()))
     if column not in sidecar.columns:
         raise ValueError(f"sidecar has no column {column!r}; columns: {list(sidecar.columns)}")
-    rows, key_column, rule = match_sidecar(first.ids, sidecar, key)
-    values = rows[column].reset_index(drop=True)
+    values = match_sidecar(first.ids, sidecar, key)[column].reset_index(drop=True)
     if values.isna().any():
         raise ValueError(
             f"sidecar column {column!r} is empty for {int(values.isna().sum())} samples"
@@ -286,5 +251,5 @@ def accuracy_breakdown(
     out = grouped.mean()
     out.insert(0, "count", grouped.size())
     out = out.reset_index().assign(group=lambda t: t["group"].astype(str))
-    out.attrs["matched_by"] = f"sidecar column {key_column!r} ({rule} match)"
+    out.attrs["matched_by"] = f"sidecar column {key or ID_COLUMN!r}"
     return out

@@ -44,6 +44,9 @@ def confusion_matrix(labels: np.ndarray, preds: np.ndarray, num_classes: int) ->
     """Counts ``[K, K]``: row = true class, column = predicted class."""
     labels = np.asarray(labels, dtype=np.int64)
     preds = np.asarray(preds, dtype=np.int64)
+    for name, values in (("labels", labels), ("predictions", preds)):
+        if values.size and (values.min() < 0 or values.max() >= num_classes):
+            raise ValueError(f"{name} outside 0..{num_classes - 1}")
     flat = labels * num_classes + preds
     return np.bincount(flat, minlength=num_classes * num_classes).reshape(num_classes, num_classes)
 
@@ -107,6 +110,8 @@ def calibration_bins(
 ) -> CalibrationBins:
     """Bin samples by top-class confidence into ``n_bins`` intervals ``(lo, hi]`` over (0, 1]."""
     labels, probs = _check(labels, probs)
+    if n_bins < 1:
+        raise ValueError(f"n_bins must be >= 1, got {n_bins}")
     confidence = probs.max(axis=1)
     correct = (probs.argmax(axis=1) == labels).astype(np.float64)
     edges = np.linspace(0.0, 1.0, n_bins + 1)
@@ -173,6 +178,11 @@ def classification_metrics(
     for name, value in zip(class_names, scores.support, strict=True):
         out[f"support_{name}"] = int(value)
     if branch_probs is not None:
+        k = np.shape(branch_probs)[-1]
+        if k != probs.shape[1]:
+            raise ValueError(
+                f"branch probabilities have {k} classes per branch but {probs.shape[1]} fused"
+            )
         accs = branch_accuracies(labels, branch_probs)
         names = branch_names or [str(i) for i in range(len(accs))]
         if len(names) != len(accs):

@@ -10,8 +10,6 @@ classes, rows not renormalised, as the official code does).
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal
@@ -22,6 +20,7 @@ import pandas as pd
 from psr.data.ferplus import VOTE_NAMES, process_votes, read_votes
 from psr.data.labels import EXPRESSIONS, permutation
 from psr.data.prepared import load_split, read_manifest
+from psr.fileio import atomic_write
 
 _N_EMOTIONS = len(EXPRESSIONS)
 
@@ -63,14 +62,28 @@ def prior_from_votes(
     return prior
 
 
-def paper_prior(votes: np.ndarray, missing: Literal["error", "uniform"] = "error") -> np.ndarray:
+def paper_prior(
+    votes: np.ndarray,
+    missing: Literal["error", "uniform"] = "error",
+    required: Sequence[str] = EXPRESSIONS,
+) -> np.ndarray:
     """FER+ training votes ``[N, 10]`` (over VOTE_NAMES) -> the paper's 8x8 prior over
     EXPRESSIONS: images grouped by their majority label (Microsoft's rule, so images without a
-    majority are left out), votes cut to the 8 emotions."""
+    majority are left out), votes cut to the 8 emotions.
+
+    ``missing`` applies to the ``required`` classes only: a 7-class FER+ split has no contempt
+    images, and its contempt row is dropped by :func:`reindex` anyway."""
     votes = np.asarray(votes, dtype=np.float64)
     keep, targets = process_votes(votes, "majority")
     labels = targets[keep].argmax(axis=1)
-    return prior_from_votes(votes[keep, :_N_EMOTIONS], labels, EXPRESSIONS, missing)
+    counts = np.bincount(labels, minlength=_N_EMOTIONS)
+    empty = [n for n in required if counts[EXPRESSIONS.index(n)] == 0]
+    if empty and missing == "error":
+        raise ValueError(
+            f"no images labelled {empty}: their prior rows are undefined (missing='uniform'"
+            " fills them with 1/K)"
+        )
+    return prior_from_votes(votes[keep, :_N_EMOTIONS], labels, EXPRESSIONS, "uniform")
 
 
 def prior_from_vote_file(path: str | Path) -> np.ndarray:
@@ -121,7 +134,8 @@ def prior_for_dataset(
     index = pd.read_csv(root / "train.csv")
     ferplus_columns = [f"votes_{v}" for v in VOTE_NAMES]
     if all(c in index.columns for c in ferplus_columns):
-        matrix = paper_prior(index[ferplus_columns].to_numpy(dtype=np.float64), missing)
+        votes = index[ferplus_columns].to_numpy(dtype=np.float64)
+        matrix = paper_prior(votes, missing, required=names)
         return names, reindex(matrix, EXPRESSIONS, names), f"FER+ votes of {root}/train.csv"
     train = load_split(root, "train")
     if train.votes is not None:
@@ -141,7 +155,7 @@ def save_priors(
     text = json.dumps(
         {"class_names": list(class_names), "matrix": matrix.tolist(), "source": source}, indent=2
     )
-    _atomic_write(Path(path), lambda f: f.write(text.encode() + b"\n"))
+    atomic_write(path, text.encode() + b"\n")
 
 
 def load_priors(path: str | Path) -> tuple[tuple[str, ...], np.ndarray]:
@@ -182,7 +196,7 @@ def plot_priors(
     fig.colorbar(image, ax=ax, fraction=0.046)
     fig.tight_layout()
     try:
-        _atomic_write(Path(path), lambda f: fig.savefig(f, format="png", dpi=120))
+        atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=120))
     finally:
         plt.close(fig)
 
@@ -194,15 +208,3 @@ def _check(names: tuple[str, ...], matrix: np.ndarray, where: str) -> np.ndarray
     if not np.all(np.isfinite(matrix)) or np.any(matrix < 0):
         raise ValueError(f"{where}: prior entries must be finite and non-negative")
     return matrix
-
-
-def _atomic_write(path: Path, write) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-        os.replace(name, path)
-    except BaseException:
-        Path(name).unlink(missing_ok=True)
-        raise

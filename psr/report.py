@@ -19,8 +19,6 @@ import base64
 import html
 import json
 import re
-import shutil
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Literal
@@ -32,7 +30,8 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from psr.evaluate import EvalResult, accuracy_breakdown, evaluate, load_sidecar
+from psr.evaluate import EvalResult, accuracy_breakdown, evaluate, load_sidecar, match_sidecar
+from psr.fileio import atomic_directory
 from psr.metrics import calibration_bins, confusion_matrix, per_class_scores
 
 HEADLINE = ("accuracy", "macro_f1", "uar", "nll", "ece")
@@ -297,9 +296,8 @@ def write_report(
         raise ValueError("a breakdown table needs the name of its column")
     out_dir = Path(out_dir)
     first = next(iter(results.values()))
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
-    try:
+    # metrics.json marks an earlier report: any other non-empty folder is left alone.
+    with atomic_directory(out_dir, marker="metrics.json") as tmp:
         (tmp / "metrics.json").write_text(
             json.dumps(metrics_document(results), indent=2) + "\n", encoding="utf-8"
         )
@@ -329,23 +327,7 @@ def write_report(
             plot_breakdown(breakdown, breakdown_column, tmp / f"{stem}.png")
         page = render_html(results, figures, title=title, info=info or {}, breakdown=breakdown)
         (tmp / "report.html").write_text(page, encoding="utf-8")
-        tmp.chmod(0o755)  # mkdtemp makes it private; the outputs are not secret
-        _replace_dir(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out_dir
-
-
-def _replace_dir(new: Path, target: Path) -> None:
-    """Move ``new`` to ``target``; an old ``target`` is moved aside first, then deleted."""
-    old = None
-    if target.exists():
-        old = target.with_name(f".{target.name}.old-{new.name}")
-        target.rename(old)
-    new.rename(target)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
 
 
 #: ``tta`` argument of :func:`report_checkpoint` -> the variants evaluated, headline first.
@@ -388,6 +370,14 @@ def report_checkpoint(
         raise ValueError("a breakdown needs both the sidecar file and the column")
     model, info = load_model(checkpoint, map_location="cpu")
     prepared = load_split(data, split)
+    table = None
+    if sidecar is not None:  # a bad sidecar fails now, not after minutes of evaluation
+        table = load_sidecar(sidecar, key=by_key)
+        if by_column not in table.columns:
+            raise ValueError(
+                f"{sidecar} has no column {by_column!r}; columns: {list(table.columns)}"
+            )
+        match_sidecar(prepared.ids, table, key=by_key)
     results = {
         name: evaluate(
             model,
@@ -404,8 +394,7 @@ def report_checkpoint(
         for name in TTA_VARIANTS[tta]
     }
     breakdown = None
-    if sidecar is not None:
-        table = load_sidecar(sidecar)
+    if table is not None:
         breakdown = accuracy_breakdown(results, table, by_column, key=by_key, bins=bins)
     run_info = {
         "checkpoint": str(checkpoint),

@@ -30,3 +30,24 @@ def test_help_does_not_import_torch():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_a_closed_pipe_ends_the_command_quietly():
+    """``psr predict ... | head -1``: the reader goes away; no BrokenPipeError traceback."""
+    code = (
+        "import sys, psr.commands.priors as cmd; from psr.cli import main\n"
+        "def flood(args):\n"
+        "    for i in range(200_000):\n"
+        "        print('line', i)\n"
+        "    return 0\n"
+        "cmd.run = flood\n"
+        "sys.exit(main(['priors', '--data', 'd', '--out', 'o']))\n"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    assert proc.stdout.readline() == b"line 0\n"
+    proc.stdout.close()  # like `head -1` exiting
+    stderr = proc.stderr.read().decode()
+    assert proc.wait(timeout=60) == 141  # 128 + SIGPIPE, as a shell reports a piped-to exit
+    assert "Traceback" not in stderr and "BrokenPipeError" not in stderr, stderr

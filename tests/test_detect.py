@@ -143,3 +143,22 @@ def test_bad_detector_settings(tmp_path):
         HaarDetector(bad)
     with pytest.raises(ValueError, match="max_side"):
         HaarDetector(max_side=8)
+
+
+class _FixedBoxes(HaarDetector):
+    """A detector whose raw boxes (in the downscaled image) are given, to test the mapping."""
+
+    def __init__(self, boxes: list[Box], max_side: int):
+        self.max_side = max_side
+        self.boxes = boxes
+
+    def _detect_small(self, image: np.ndarray) -> list[Box]:
+        return self.boxes
+
+
+def test_boxes_partly_outside_the_image_are_clipped_not_shifted():
+    image = np.zeros((200, 400, 3), np.uint8)  # downscaled by 2 with max_side=200
+    raw = [Box(-10, -5, 40, 30), Box(180, 90, 40, 30)]  # in the 100x200 detection image
+    boxes = _FixedBoxes(raw, max_side=200).detect(image)
+    # (-20, -10, 80, 60) -> (0, 0, 60, 50); (360, 180, 80, 60) -> (360, 180, 40, 20)
+    assert sorted(b.as_tuple() for b in boxes) == [(0, 0, 60, 50), (360, 180, 40, 20)]

@@ -6,7 +6,14 @@ import pytest
 import torch
 from torch import nn
 
-from psr.evaluate import EvalResult, accuracy_breakdown, evaluate, resolve_device
+from psr.evaluate import (
+    EvalResult,
+    accuracy_breakdown,
+    evaluate,
+    load_sidecar,
+    match_sidecar,
+    resolve_device,
+)
 from psr.models import create_model
 
 NAMES = ("neutral", "happiness", "surprise")
@@ -137,7 +144,7 @@ def test_breakdown_by_numeric_sidecar_column():
     result = _result_with(correct)
     sidecar = pd.DataFrame(
         {
-            "Image name": [*result.ids, "fer0000099.png"],
+            "id": [*result.ids, "row00099"],
             "face_size": [10, 12, 14, 16, 18, 30, 32, 34, 36, 38, 99],
         }
     ).sample(frac=1, random_state=0)  # order must not matter
@@ -147,29 +154,34 @@ def test_breakdown_by_numeric_sidecar_column():
     assert table["group"].tolist() == ["10-24", "24-38"]
 
 
-@pytest.mark.parametrize(
-    ("ids", "key", "values", "rule"),
-    [
-        # FER+: the prepared id is row00000, the generator writes row = 0
-        ([f"row{i:05d}" for i in range(4)], "row", list(range(4)), "trailing number"),
-        # RAF-DB: the prepared id is the stem, the generator writes the file name
-        (
-            [f"train_{i:05d}" for i in range(4)],
-            "name",
-            [f"train_{i:05d}.jpg" for i in range(4)],
-            "file stem",
-        ),
-    ],
-)
-def test_breakdown_matches_differently_spelled_ids(ids, key, values, rule):
+def test_breakdown_joins_on_the_id_column_in_any_order():
     result = _result_with(np.array([1, 0, 1, 1], bool))
-    result = EvalResult(**{**result.__dict__, "ids": tuple(ids)})
-    # rows listed as ids 3, 2, 1, 0; "index" repeats, so it cannot be the key
-    sidecar = pd.DataFrame({key: values[::-1], "index": [0, 0, 1, 1], "size": [10, 40, 30, 20]})
+    ids = list(result.ids)
+    # rows listed as ids 3, 2, 1, 0; sizes 10, 20, 30, 40 belong to ids 3, 0, 1, 2
+    sidecar = pd.DataFrame({"id": ids[::-1], "index": [0, 0, 1, 1], "size": [10, 40, 30, 20]})
     table = accuracy_breakdown({"a": result}, sidecar, "size", bins=4)
-    # sizes 10, 20, 30, 40 belong to ids 3, 0, 1, 2
     assert table["accuracy_a"].tolist() == [1.0, 1.0, 0.0, 1.0]
-    assert table.attrs["matched_by"] == f"sidecar column {key!r} ({rule} match)"
+    assert table.attrs["matched_by"] == "sidecar column 'id'"
+
+
+def test_sidecar_ids_are_matched_exactly_not_guessed():
+    """A file name or a bare row number is not the prepared id: no silent fuzzy join."""
+    ids = ["row00000", "row00001"]
+    for spelled in (["row0", "row1"], ["0", "1"], ["row00000.png", "row00001.png"]):
+        with pytest.raises(ValueError, match="2 of 2 evaluated samples are not in"):
+            match_sidecar(ids, pd.DataFrame({"id": spelled}))
+    with pytest.raises(ValueError, match=r"repeats ids, e\.g\. 'row00000'"):
+        match_sidecar(ids, pd.DataFrame({"id": ["row00000", "row00000", "row00001"]}))
+    rows = match_sidecar(ids, pd.DataFrame({"name": ["row00001", "x", "row00000"]}), key="name")
+    assert rows.index.tolist() == [2, 0]
+
+
+def test_load_sidecar_keeps_ids_as_text(tmp_path):
+    path = tmp_path / "side.csv"
+    path.write_text("id,size\n007,1\n010,2\n")
+    table = load_sidecar(path)
+    assert table["id"].tolist() == ["007", "010"] and table["size"].tolist() == [1, 2]
+    assert match_sidecar(["010"], table)["size"].tolist() == [2]
 
 
 def test_breakdown_by_category_and_errors():
@@ -184,8 +196,10 @@ def test_breakdown_by_category_and_errors():
         accuracy_breakdown({"a": result}, sidecar, "pose")
     with pytest.raises(ValueError, match="not in the sidecar"):
         accuracy_breakdown({"a": result}, sidecar.iloc[:3], "light")
-    with pytest.raises(ValueError, match="contains the split's ids"):
+    with pytest.raises(ValueError, match="repeats ids"):
         accuracy_breakdown({"a": result}, sidecar.assign(id="x"), "light")
+    with pytest.raises(ValueError, match="no key column 'id'"):
+        accuracy_breakdown({"a": result}, sidecar.rename(columns={"id": "name"}), "light")
 
 
 def write_prepared(root, split: Split) -> None:
@@ -227,7 +241,7 @@ def test_cli_evaluate_end_to_end(tmp_path, tiny_psr, capsys):
     config = tiny_psr.config.model_dump()
     save_model(ckpt, tiny_psr, config=config, class_names=NAMES, image_size=SIZE)
     sidecar = tmp_path / "generation.csv"
-    pd.DataFrame({"Image name": split.ids, "face_size": np.linspace(16, 160, 8)}).to_csv(sidecar)
+    pd.DataFrame({"id": split.ids, "face_size": np.linspace(16, 160, 8)}).to_csv(sidecar)
     out = tmp_path / "reports" / "eval"
     args = ["evaluate", "--checkpoint", str(ckpt), "--data", str(tmp_path / "prepared")]
     args += ["--out", str(out), "--tta", "both", "--tta-repeats", "1", "--device", "cpu"]
@@ -254,4 +268,33 @@ def test_cli_evaluate_errors(tmp_path, capsys):
     assert "--by-sidecar and --by-column go together" in capsys.readouterr().err
     assert main([*args, "--out", str(tmp_path / "o")]) == 2
     assert "none.pt" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
+
+
+def test_a_bad_sidecar_fails_before_the_evaluation(tmp_path, tiny_psr, monkeypatch):
+    import psr.report
+    from psr.models import save_model
+
+    split = make_split(n=8)
+    write_prepared(tmp_path / "prepared", split)
+    ckpt = tmp_path / "best.pt"
+    save_model(
+        ckpt, tiny_psr, config=tiny_psr.config.model_dump(), class_names=NAMES, image_size=SIZE
+    )
+
+    def no_evaluation(*args, **kwargs):
+        raise AssertionError("evaluated before checking the sidecar")
+
+    monkeypatch.setattr(psr.report, "evaluate", no_evaluation)
+    sidecar = tmp_path / "generation.csv"
+    pd.DataFrame({"id": split.ids[:-1], "size": range(7)}).to_csv(sidecar, index=False)
+    run = {"sidecar": sidecar, "split": "test", "device": "cpu"}
+    with pytest.raises(ValueError, match="1 of 8 evaluated samples are not in"):
+        psr.report.report_checkpoint(
+            ckpt, tmp_path / "prepared", tmp_path / "o", by_column="size", **run
+        )
+    with pytest.raises(ValueError, match="has no column 'pose'"):
+        psr.report.report_checkpoint(
+            ckpt, tmp_path / "prepared", tmp_path / "o", by_column="pose", **run
+        )
     assert not (tmp_path / "o").exists()

@@ -137,3 +137,21 @@ def test_ece_agrees_with_a_direct_loop():
         if mask.any():
             ece += mask.mean() * abs(correct[mask].mean() - conf[mask].mean())
     assert metrics.expected_calibration_error(labels, probs) == pytest.approx(ece)
+
+
+def test_branch_probabilities_must_have_the_same_classes_and_samples():
+    labels = np.array([0, 1])
+    probs = np.array([[0.9, 0.1], [0.2, 0.8]])
+    three = np.full((2, 3, 3), 1 / 3)  # 3 classes per branch, 2 fused
+    with pytest.raises(ValueError, match="3 classes per branch but 2"):
+        metrics.classification_metrics(labels, probs, ["a", "b"], three)
+
+
+def test_confusion_matrix_rejects_out_of_range_predictions():
+    with pytest.raises(ValueError, match=r"predictions outside 0\.\.1"):
+        metrics.confusion_matrix(np.array([0, 1]), np.array([0, 2]), 2)
+
+
+def test_calibration_needs_at_least_one_bin():
+    with pytest.raises(ValueError, match="n_bins"):
+        metrics.calibration_bins(np.array([0]), np.array([[1.0, 0.0]]), n_bins=0)

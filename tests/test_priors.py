@@ -197,3 +197,42 @@ def test_prior_for_a_dataset_without_votes_is_the_reindexed_fer_plus_prior(tmp_p
     np.testing.assert_array_equal(
         matrix, reindex(prior_from_vote_file(REAL_VOTES), EXPRESSIONS, raf_names)
     )
+
+
+
+def _as_seven_class(root: Path, votes: np.ndarray, drop: str = "contempt") -> np.ndarray:
+    """Rewrite the prepared train split as 7-class FER+: images labelled ``drop`` leave it."""
+    import json
+
+    from psr.data.prepared import write_index
+
+    seven = class_names("ferplus", 7)
+    keep = votes[:, :8].argmax(axis=1) != EXPRESSIONS.index(drop)
+    labels8 = votes[keep, :8].argmax(axis=1)
+    labels = [seven.index(EXPRESSIONS[y]) if EXPRESSIONS[y] in seven else 0 for y in labels8]
+    ids = [str(i) for i in range(int(keep.sum()))]
+    names = (*EXPRESSIONS, "unknown", "NF")
+    write_index(root / "train.csv", ids, ["s"] * len(ids), labels, seven, votes[keep], names)
+    manifest = json.loads((root / "manifest.json").read_text())
+    (root / "manifest.json").write_text(json.dumps({**manifest, "class_names": list(seven)}))
+    return votes[keep]
+
+
+def test_prior_for_a_seven_class_fer_plus_split_without_contempt_images(tmp_path):
+    """A 7-class FER+ train split has no contempt images (the protocol drops them): its prior
+    is the 8x8 paper prior re-indexed, not an error about the missing contempt row."""
+    root, votes = _prepared_ferplus(tmp_path)
+    kept = _as_seven_class(root, votes)
+    seven = class_names("ferplus", 7)
+    names, matrix, _ = prior_for_dataset(root)
+    assert names == seven
+    expected = reindex(paper_prior(kept, missing="uniform"), EXPRESSIONS, seven)
+    np.testing.assert_allclose(matrix, expected)
+
+
+def test_prior_for_a_seven_class_split_still_needs_its_own_classes(tmp_path):
+    root, votes = _prepared_ferplus(tmp_path)
+    kept = _as_seven_class(root, votes)
+    no_fear = kept[kept[:, :8].argmax(axis=1) != EXPRESSIONS.index("fear")]
+    with pytest.raises(ValueError, match=r"no images labelled \['fear'\]"):
+        paper_prior(no_fear, required=class_names("ferplus", 7))

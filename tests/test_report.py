@@ -31,7 +31,7 @@ def report_dir(tmp_path_factory):
     out = tmp_path_factory.mktemp("eval") / "report"
     results = {"tta": make_result(0, tta=True), "no_tta": make_result(1)}
     images = np.random.default_rng(0).integers(0, 256, (40, 48, 48, 1), dtype=np.uint8)
-    sidecar = pd.DataFrame({"Image name": results["tta"].ids, "face_size": np.arange(40) + 8})
+    sidecar = pd.DataFrame({"id": results["tta"].ids, "face_size": np.arange(40) + 8})
     breakdown = accuracy_breakdown(results, sidecar, "face_size", bins=4)
     write_report(
         out,
@@ -133,6 +133,14 @@ def test_failed_write_leaves_the_old_report(tmp_path):
         write_report(out, {"no_tta": make_result(3)}, images=np.zeros((3, 8, 8, 1), np.uint8))
     assert (out / "metrics.json").read_text() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["r"]
+
+
+def test_report_never_replaces_a_folder_that_is_not_a_report(tmp_path):
+    """``psr evaluate --out .`` (a typo) must not wipe the project."""
+    (tmp_path / "precious.txt").write_text("keep")
+    with pytest.raises(ValueError, match="refusing to replace it"):
+        write_report(tmp_path, {"no_tta": make_result(2)})
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["precious.txt"]
 
 
 def test_metrics_document_single_variant():

@@ -28,7 +28,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0, help="seed of the random TTA views")
     parser.add_argument("--by-sidecar", help="per-sample CSV (e.g. the generator's generation.csv)")
     parser.add_argument("--by-column", help="sidecar column to break accuracy down by")
-    parser.add_argument("--by-key", help="sidecar column holding the sample ids (default: guessed)")
+    parser.add_argument(
+        "--by-key", help="sidecar column holding the prepared sample ids (default: id)"
+    )
     parser.add_argument("--bins", type=int, default=5, help="equal-count bins of a numeric column")
 
 

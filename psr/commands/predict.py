@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import os
-import tempfile
 from pathlib import Path
 
 HELP = "predict expressions in images, folders (recursively) and videos"
@@ -28,18 +26,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--annotate", help="write copies with boxes and labels into this folder")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, ...")
     parser.add_argument("--batch-size", type=int, default=32)
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def annotated_path(out_dir: Path, source: str, frame: int | None, roots: list[Path]) -> Path:
@@ -80,6 +66,7 @@ def run(args: argparse.Namespace) -> int:
     import pandas as pd
 
     from psr.evaluate import resolve_device
+    from psr.fileio import atomic_write
     from psr.inference import Predictor, annotate, iter_frames
 
     if args.every < 1:
@@ -109,20 +96,20 @@ def run(args: argparse.Namespace) -> int:
             ok, encoded = cv2.imencode(target.suffix, drawn)
             if not ok:
                 raise ValueError(f"{target}: OpenCV cannot encode this image format")
-            _write_atomic(target, encoded.tobytes())
+            atomic_write(target, encoded.tobytes())
     if not records:
         raise ValueError(f"no files found in {', '.join(args.paths)}")
-    _print_table(records)
     names = predictor.class_names
     if args.csv:
         table = pd.DataFrame([r.as_row(names) for r in records])
         table = table.astype({c: "Int64" for c in ("frame", "x", "y", "w", "h")})  # blanks stay
-        _write_atomic(Path(args.csv), table.to_csv(index=False).encode())
+        atomic_write(Path(args.csv), table.to_csv(index=False).encode())
     if args.json:
         text = json.dumps([asdict(r) for r in records], indent=2)
-        _write_atomic(Path(args.json), text.encode())
+        atomic_write(Path(args.json), text.encode())
+    _print_table(records)  # after the files: a closed pipe (`| head`) must not lose them
     faces = sum(r.status == "ok" for r in records)
     no_face = sum(r.status == "no_face" for r in records)
     errors = sum(r.status == "error" for r in records)
     print(f"{faces} face(s); {no_face} frame(s) without a face; {errors} unreadable input(s)")
-    return 1 if records and errors == len(records) else 0
+    return 1 if errors == len(records) else 0

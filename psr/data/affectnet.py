@@ -13,7 +13,6 @@ No-Face) leave the protocol.
 from __future__ import annotations
 
 import csv
-import dataclasses
 import itertools
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,7 +21,7 @@ import numpy as np
 
 from psr.data.labels import class_names
 from psr.data.records import DatasetSource, ImageFile, Record, Skipped
-from psr.data.splits import describe, validation_mask
+from psr.data.splits import carve_validation, describe
 
 COLUMNS = (
     "subDirectory_filePath",
@@ -56,11 +55,11 @@ def read_file_list(path: str | Path) -> Iterator[tuple[int, str, tuple[int, int,
         if first is None:
             raise ValueError(f"{path} is empty")
         if first[0].strip() == COLUMNS[0]:
-            missing = [c for c in COLUMNS if c not in [h.strip() for h in first]]
-            if missing or len(first) != len(COLUMNS):
+            if tuple(h.strip() for h in first) != COLUMNS:  # rows are read by position
+                missing = [c for c in COLUMNS if c not in [h.strip() for h in first]]
                 raise ValueError(
-                    f"{path} line 1: wrong header (missing column(s) {missing});"
-                    f" expected {','.join(COLUMNS)}"
+                    f"{path} line 1: wrong header {','.join(first)!r} (missing column(s)"
+                    f" {missing}); expected exactly {','.join(COLUMNS)}"
                 )
             data: Iterator[list[str]] = rows
             start = 2
@@ -190,12 +189,8 @@ def _source(
     split_args: tuple[int, int, int, float | None],
 ) -> DatasetSource:
     """Carve validation from train and describe the protocol."""
-    train = [k for k, r in enumerate(items) if isinstance(r, Record) and r.split == "train"]
-    if not train:
+    if not carve_validation(items, *split_args):
         raise ValueError(f"no AffectNet training images with codes 0..{len(names) - 1} found")
-    labels = np.array([items[k].label for k in train])  # type: ignore[union-attr]
-    for k in np.array(train)[validation_mask(labels, *split_args)]:
-        items[k] = dataclasses.replace(items[k], split="valid")
     return DatasetSource(
         dataset="affectnet",
         class_names=names,

@@ -275,6 +275,12 @@ def _blocks(f, offset: int, size: int = 1 << 22) -> Iterator[tuple[bytes, int]]:
         rest = data[cut:]
 
 
+def sample_id(row: int) -> str:
+    """The prepared id of FER2013 row ``row`` (0-based, header excluded). Not Microsoft's
+    ``Image name``: those skip numbers and repeat a few."""
+    return f"row{row:05d}"
+
+
 def find_files(source: str | Path, votes: str | Path | None = None) -> tuple[Path, Path]:
     """(pixel CSV, vote CSV) under ``source``: fer2013.csv or icml_face_data.csv, and
     fer2013new.csv (or ``votes`` when given). ``source`` may also be the pixel CSV itself."""
@@ -345,7 +351,7 @@ def _join(pixels: Path, table: FerPlusVotes, chosen: FerPlusLabels) -> Iterator[
             continue
         yield Record(
             split=splits[k],
-            id=f"row{row:05d}",  # Microsoft's image names skip numbers and repeat a few
+            id=sample_id(row),
             source=f"{pixels.name}:{row}",
             label=labels[k],
             image=PixelRow(where, line, start, stop),

@@ -7,14 +7,11 @@ carved (seeded, stratified) from train.
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
-
-import numpy as np
 
 from psr.data.labels import EXPRESSIONS
 from psr.data.records import DatasetSource, ImageFile, Record
-from psr.data.splits import describe, validation_mask
+from psr.data.splits import carve_validation, describe
 
 SPLIT_NAMES = {
     "train": "train",
@@ -80,10 +77,7 @@ def open_folder(
         raise ValueError(f"{splits['train']} holds no .png/.jpg images in class folders")
     protocol: dict[str, object] = {"num_classes": num_classes, "valid": "valid/ folder"}
     if "valid" not in splits:
-        train = [k for k, r in enumerate(records) if r.split == "train"]
-        labels = np.array([records[k].label for k in train])
-        for k in np.array(train)[validation_mask(labels, seed, n_folds, fold, valid_fraction)]:
-            records[k] = dataclasses.replace(records[k], split="valid")
+        carve_validation(records, seed, n_folds, fold, valid_fraction)
         protocol["valid"] = describe(seed, n_folds, fold, valid_fraction)
     return DatasetSource(
         dataset="folder",

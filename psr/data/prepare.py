@@ -26,8 +26,8 @@ from psr.data.affectnet import open_affectnet, open_affectnet_compact
 from psr.data.ferplus import VoteMode, open_ferplus
 from psr.data.folder import open_folder
 from psr.data.prepared import (
+    MANIFEST,
     SPLITS,
-    atomic_directory,
     create_images,
     drop_rows,
     write_index,
@@ -36,6 +36,7 @@ from psr.data.prepared import (
 from psr.data.rafdb import open_rafdb
 from psr.data.records import BadImage, DatasetSource, ImageRef, Record, Skipped, load_images
 from psr.data.sources import check_source
+from psr.fileio import atomic_directory
 
 log = logging.getLogger(__name__)
 
@@ -105,7 +106,7 @@ def prepare(cfg: PrepareConfig, out_root: str | Path) -> Path:
     side = cfg.image_size
     size = (side, side) if side else source.native_size or (DEFAULT_SIZE, DEFAULT_SIZE)
     target = Path(out_root) / (cfg.name or cfg.dataset)
-    with atomic_directory(target) as tmp:
+    with atomic_directory(target, marker=MANIFEST) as tmp:
         bad = _decode(records, tmp, size, source.channels, cfg)
         _check_bad_share(bad, skipped, sum(map(len, records.values())), cfg.max_bad_fraction)
         splits = {

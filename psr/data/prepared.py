@@ -10,14 +10,10 @@ memory-maps the images.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import os
-import shutil
-import tempfile
-import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,6 +21,7 @@ import numpy as np
 import pandas as pd
 
 SPLITS: tuple[str, ...] = ("train", "valid", "test")
+ID_COLUMN = "id"  # the sample id column of <split>.csv, and the join key of per-sample sidecars
 MANIFEST = "manifest.json"
 REQUIRED_KEYS = ("dataset", "protocol", "class_names", "image_size", "channels", "splits")
 
@@ -72,8 +69,8 @@ def load_split(root: str | Path, split: str) -> PreparedSplit:
     for path in (index_path, images_path):
         if not path.is_file():
             raise FileNotFoundError(f"prepared dataset is missing {path}")
-    index = pd.read_csv(index_path, dtype={"id": str, "source": str}, keep_default_na=False)
-    missing = [c for c in ("id", "source", "label") if c not in index.columns]
+    index = pd.read_csv(index_path, dtype={ID_COLUMN: str, "source": str}, keep_default_na=False)
+    missing = [c for c in (ID_COLUMN, "source", "label") if c not in index.columns]
     if missing:
         raise ValueError(f"{index_path}: missing column(s) {missing}")
     images = np.load(images_path, mmap_mode="r")
@@ -91,7 +88,7 @@ def load_split(root: str | Path, split: str) -> PreparedSplit:
         labels=labels,
         votes=_columns(index, "votes_", names, index_path),
         soft_targets=_columns(index, "target_", names, index_path),
-        ids=index["id"].to_numpy(dtype=str),
+        ids=index[ID_COLUMN].to_numpy(dtype=str),
         sources=index["source"].to_numpy(dtype=str),
         class_names=names,
     )
@@ -148,7 +145,11 @@ def write_index(
     targets: np.ndarray | None = None,
 ) -> None:
     """Write ``<split>.csv``: id, source, label, then ``votes_<name>`` and ``target_<class>``."""
-    columns: dict[str, object] = {"id": list(ids), "source": list(sources), "label": list(labels)}
+    columns: dict[str, object] = {
+        ID_COLUMN: list(ids),
+        "source": list(sources),
+        "label": list(labels),
+    }
     if votes is not None and vote_names is not None:
         integral = np.all(votes == np.round(votes))
         for j, name in enumerate(vote_names):
@@ -166,28 +167,6 @@ def write_manifest(root: Path, manifest: dict) -> None:
         p.name: sha256(p) for p in sorted(root.iterdir()) if p.is_file() and p.name != MANIFEST
     }
     (root / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
-
-
-@contextlib.contextmanager
-def atomic_directory(target: str | Path) -> Iterator[Path]:
-    """Yield a fresh temporary folder next to ``target``; on success it replaces ``target``,
-    on any failure (or interruption) it is deleted and ``target`` is left as it was."""
-    target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
-    old = target.parent / f".{target.name}.old-{uuid.uuid4().hex[:8]}"
-    try:
-        yield tmp
-        tmp.chmod(0o755)
-        if target.exists():
-            os.replace(target, old)
-        os.replace(tmp, target)
-    except BaseException:
-        if old.exists() and not target.exists():
-            os.replace(old, target)
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    shutil.rmtree(old, ignore_errors=True)
 
 
 def _columns(

@@ -6,15 +6,12 @@ stratified split of train (the PSR recipe), so the test set is never used to sel
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 from typing import Literal
 
-import numpy as np
-
 from psr.data.labels import class_names
 from psr.data.records import DatasetSource, ImageFile, Record
-from psr.data.splits import describe, validation_mask
+from psr.data.splits import carve_validation, describe
 
 LABEL_FILE = Path("EmoLabel") / "list_patition_label.txt"  # the official spelling
 ALIGNED_SIZE = (100, 100)
@@ -72,6 +69,11 @@ def image_path(root: Path, name: str, images: RafImages) -> Path:
     return root / "Image" / "original" / name
 
 
+def sample_id(name: str) -> str:
+    """The prepared id of the image listed as ``name``: its stem (``train_00001``)."""
+    return Path(name).stem
+
+
 def open_rafdb(
     source: str | Path,
     num_classes: int = 7,
@@ -90,7 +92,7 @@ def open_rafdb(
     records = [
         Record(
             split=split,
-            id=Path(name).stem,
+            id=sample_id(name),
             source=str(image_path(root, name, images)),
             label=label,
             image=ImageFile(
@@ -99,12 +101,8 @@ def open_rafdb(
         )
         for name, split, label, line in read_label_file(label_file)
     ]
-    train = [k for k, r in enumerate(records) if r.split == "train"]
-    if not train:
+    if not carve_validation(records, seed, n_folds, fold, valid_fraction):
         raise ValueError(f"{label_file} lists no train_ images: cannot carve a validation split")
-    labels = np.array([records[k].label for k in train])
-    for k in np.array(train)[validation_mask(labels, seed, n_folds, fold, valid_fraction)]:
-        records[k] = dataclasses.replace(records[k], split="valid")
     return DatasetSource(
         dataset="rafdb",
         class_names=names,

@@ -6,7 +6,11 @@ from train, never from test: the PSR recipe uses one fold of a seeded 5-fold spl
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
+
+from psr.data.records import Record, Skipped
 
 
 def stratified_folds(labels: np.ndarray, n_folds: int, seed: int) -> np.ndarray:
@@ -50,6 +54,24 @@ def validation_mask(
     if not 0 <= fold < n_folds:
         raise ValueError(f"fold must be in 0..{n_folds - 1}, got {fold}")
     return stratified_folds(labels, n_folds, seed) == fold
+
+
+def carve_validation(
+    items: list[Record | Skipped],
+    seed: int,
+    n_folds: int = 5,
+    fold: int = 0,
+    fraction: float | None = None,
+) -> int:
+    """Move the :func:`validation_mask` share of the ``train`` records to ``valid``, in place;
+    return how many training records there were (rejected rows are left alone)."""
+    train = [k for k, r in enumerate(items) if isinstance(r, Record) and r.split == "train"]
+    labels = np.array([items[k].label for k in train], dtype=np.int64)
+    for k in np.array(train, dtype=np.int64)[
+        validation_mask(labels, seed, n_folds, fold, fraction)
+    ]:
+        items[k] = dataclasses.replace(items[k], split="valid")
+    return len(train)
 
 
 def describe(seed: int, n_folds: int, fold: int, fraction: float | None) -> str:

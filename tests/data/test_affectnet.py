@@ -119,3 +119,13 @@ def test_compact_missing_annotation_is_skipped(tmp_path, raw):
     (tmp_path / "train_set" / "annotations" / "3_exp.npy").unlink()
     skipped = [r for r in open_affectnet_compact(tmp_path).records if isinstance(r, Skipped)]
     assert len(skipped) == 1 and "3_exp.npy: annotation file is missing" in skipped[0].reason
+
+
+def test_header_with_the_columns_in_another_order_is_rejected(tmp_path):
+    """Rows are read by position: a header naming the same columns in another order (here
+    expression and valence swapped) would silently read valence as the label."""
+    path = tmp_path / "training.csv"
+    header = "subDirectory_filePath,face_x,face_y,face_width,face_height,facial_landmarks,"
+    path.write_text(header + "valence,expression,arousal\n1/a.jpg,0,0,10,10,1;2,0.5,3,0.1\n")
+    with pytest.raises(ValueError, match=r"line 1: wrong header"):
+        list(read_file_list(path))

@@ -1,5 +1,5 @@
+import dataclasses
 import json
-import multiprocessing
 import os
 
 import numpy as np
@@ -177,15 +177,22 @@ def test_interrupted_prepare_keeps_the_previous_dataset(tmp_path, raw, monkeypat
 
 @pytest.mark.parametrize("workers", [0, 2])
 def test_failing_worker_leaves_nothing(tmp_path, raw, monkeypatch, workers):
-    if workers and multiprocessing.get_start_method() != "fork":
-        pytest.skip("the patched loader reaches pool workers only through fork")
     cfg, _, _ = _fer(tmp_path, raw, workers=workers, chunk_size=2)
+    collect = prepare_module._collect
 
-    def failing(*args, **kwargs):
-        raise RuntimeError("disk full")
+    def pixels_gone(stream, progress):  # the pixel file vanishes after indexing
+        records, skipped = collect(stream, progress)
+        gone = str(tmp_path / "gone.csv")
+        moved = {
+            split: [
+                dataclasses.replace(r, image=dataclasses.replace(r.image, path=gone)) for r in recs
+            ]
+            for split, recs in records.items()
+        }
+        return moved, skipped
 
-    monkeypatch.setattr(prepare_module, "load_images", failing)
-    with pytest.raises(RuntimeError, match="disk full"):
+    monkeypatch.setattr(prepare_module, "_collect", pixels_gone)
+    with pytest.raises(FileNotFoundError, match=r"gone\.csv"):
         prepare(cfg, tmp_path / "p")
     assert os.listdir(tmp_path / "p") == []
 

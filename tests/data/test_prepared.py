@@ -1,11 +1,9 @@
 import json
-import os
 
 import numpy as np
 import pytest
 
 from psr.data.prepared import (
-    atomic_directory,
     create_images,
     drop_rows,
     load_split,
@@ -133,19 +131,16 @@ def test_drop_rows_keeps_order(tmp_path):
     np.testing.assert_array_equal(np.load(tmp_path / "x.npy"), data[[0, 2, 4]])
 
 
-def test_atomic_directory_replaces_only_on_success(tmp_path):
-    target = tmp_path / "out" / "ds"
-    with atomic_directory(target) as tmp:
-        (tmp / "a").write_text("first")
-    assert (target / "a").read_text() == "first"
-    with pytest.raises(RuntimeError), atomic_directory(target) as tmp:
-        (tmp / "a").write_text("half")
-        raise RuntimeError("interrupted")
-    assert (target / "a").read_text() == "first"
-    with pytest.raises(KeyboardInterrupt), atomic_directory(target) as tmp:
-        raise KeyboardInterrupt
-    assert sorted(os.listdir(tmp_path / "out")) == ["ds"]  # no temporary folders left
-    with atomic_directory(target) as tmp:
-        (tmp / "b").write_text("second")
-    assert sorted(os.listdir(target)) == ["b"]
-    assert sorted(os.listdir(tmp_path / "out")) == ["ds"]
+def test_prepare_refuses_to_replace_a_folder_that_is_not_a_prepared_dataset(tmp_path):
+    from psr.data.prepare import PrepareConfig, prepare
+
+    raw = tmp_path / "folder"
+    (raw / "train" / "happiness").mkdir(parents=True)
+    cv2 = pytest.importorskip("cv2")
+    for i in range(10):
+        cv2.imwrite(str(raw / "train" / "happiness" / f"{i}.png"), np.zeros((8, 8, 3), np.uint8))
+    cfg = PrepareConfig(dataset="folder", source=raw, workers=0, progress=False)
+    # <out>/<name> is the raw data itself: writing there would wipe it
+    with pytest.raises(ValueError, match="refusing to replace it"):
+        prepare(cfg, tmp_path)
+    assert len(list((raw / "train" / "happiness").iterdir())) == 10

@@ -83,3 +83,25 @@ def test_folder(tmp_path, synth):
         "valid": 16,
         "test": 16,
     }
+
+
+@pytest.mark.parametrize("fmt", ["ferplus", "rafdb", "affectnet", "folder"])
+def test_generation_csv_joins_the_prepared_ids_on_its_id_column(tmp_path, synth, fmt):
+    """generation.csv's ``id`` column holds exactly each format's prepared id: the breakdown by
+    generation parameter joins on it, no guessing."""
+    from psr.evaluate import load_sidecar, match_sidecar
+
+    root = _prepare(tmp_path, fmt, synth[fmt], max_bad_fraction=0.1)  # AffectNet's bad rows
+    sidecar = load_sidecar(synth[fmt] / writers.GENERATION_FILE)
+    for split in ("train", "valid", "test"):
+        prepared = load_split(root, split)
+        rows = match_sidecar(prepared.ids, sidecar)
+        assert rows["id"].tolist() == prepared.ids.tolist()
+        if split == "test":  # every format keeps the generator's test pictures as its test split
+            assert set(rows["split"]) == {"test"}
+    if fmt == "affectnet":  # the generator's AffectNet label is one annotator's vote: no check
+        return
+    train = load_split(root, "train")
+    truth = match_sidecar(train.ids, sidecar)["true_label"]
+    predicted = np.array(train.class_names)[train.labels]
+    assert np.mean(truth.to_numpy() == predicted) > 0.5  # crowd labels mostly agree with truth

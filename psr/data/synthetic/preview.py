@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import cv2
@@ -12,6 +10,7 @@ import numpy as np
 from psr.data.labels import EXPRESSIONS
 from psr.data.synthetic.config import SynthConfig
 from psr.data.synthetic.generator import CropView, render_sample, split_expressions
+from psr.fileio import atomic_write
 
 _LABEL_W = 110  # px for the row labels
 _FOOTER = 14  # px under each picture: intensity and source face size
@@ -82,13 +81,4 @@ def write_preview(
     )
     if not ok:
         raise RuntimeError("OpenCV failed to encode the preview PNG")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", dir=out.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(buf.tobytes())
-        os.replace(tmp, out)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return out
+    return atomic_write(out, buf.tobytes())

@@ -2,8 +2,11 @@
 
 Each writer builds the whole dataset in a temporary sibling directory and renames it into place at
 the end, so a crash never leaves a half-written dataset. Every format also gets ``generation.csv``
-at its root: one row per picture, keyed by the format's own id, with the generation parameters
-(true expression, intensity, face size, rotation, occlusion, ...) and the raw crowd votes.
+at its root: one row per picture with the generation parameters (true expression, intensity, face
+size, rotation, occlusion, ...) and the raw crowd votes. Its ``id`` column is exactly the id the
+format's reader gives the picture in the prepared dataset (``sample_id`` of ``psr.data.ferplus``
+and ``psr.data.rafdb``, the AffectNet list path, the folder-relative path), so evaluation joins on
+it; the format's own key columns (``row``/``Image name``, ``name``, ...) follow it.
 
 Labels per format:
 - ferplus: ``fer2013new.csv`` carries the 10 crowd votes. ``fer2013.csv``'s 7-class ``emotion`` is
@@ -17,9 +20,6 @@ Labels per format:
 
 from __future__ import annotations
 
-import os
-import shutil
-import tempfile
 from collections import deque
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
@@ -32,7 +32,10 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
+from psr.data.ferplus import sample_id as ferplus_id
 from psr.data.labels import DATASET_ORDERS, EXPRESSIONS
+from psr.data.prepared import ID_COLUMN
+from psr.data.rafdb import sample_id as rafdb_id
 from psr.data.synthetic.config import SynthConfig
 from psr.data.synthetic.crowd import VOTE_COLUMNS
 from psr.data.synthetic.generator import (
@@ -44,6 +47,7 @@ from psr.data.synthetic.generator import (
     split_expressions,
     split_id,
 )
+from psr.fileio import atomic_directory
 
 FORMATS: tuple[str, ...] = ("ferplus", "rafdb", "affectnet", "folder")
 GENERATION_FILE = "generation.csv"
@@ -224,9 +228,10 @@ def _map_bounded(pool: ProcessPoolExecutor | None, jobs: list) -> Iterator[list[
 # ---------------------------------------------------------------- format writers (main process)
 
 
-def _generation_row(key: dict[str, object], record: dict) -> dict[str, object]:
+def _generation_row(sample_id: str, key: dict[str, object], record: dict) -> dict[str, object]:
+    """``sample_id`` is the prepared id of the picture; ``key`` the format's own key columns."""
     votes = {f"votes_{c}": int(v) for c, v in zip(VOTE_COLUMNS, record["votes"], strict=True)}
-    return {**key, **record["params"], **votes}
+    return {ID_COLUMN: sample_id, **key, **record["params"], **votes}
 
 
 def _write_ferplus(root: Path, cfg: SynthConfig, records: dict[str, Iterator[dict]]) -> list[dict]:
@@ -247,7 +252,8 @@ def _write_ferplus(root: Path, cfg: SynthConfig, records: dict[str, Iterator[dic
                     fer.write(f"{record['emotion']},{record['pixels']},{usage}\n")
                 name = f"fer{row:07d}.png" if record["face"] else ""
                 ferplus.write(f"{usage},{name}," + ",".join(map(str, record["votes"])) + "\n")
-                generation.append(_generation_row({"row": row, "Image name": name}, record))
+                key = {"row": row, "Image name": name}
+                generation.append(_generation_row(ferplus_id(row), key, record))
                 row += 1
     return generation
 
@@ -276,7 +282,8 @@ def _write_rafdb(root: Path, cfg: SynthConfig, records: dict[str, Iterator[dict]
             (aligned / f"{stem}_aligned.jpg").write_bytes(record["aligned"])
             label = order.index(record["label"]) + 1
             lines.append(f"{stem}.jpg {label}\n")
-            generation.append(_generation_row({"name": f"{stem}.jpg", "label": label}, record))
+            key = {"name": f"{stem}.jpg", "label": label}
+            generation.append(_generation_row(rafdb_id(key["name"]), key, record))
     (labels_dir / "list_patition_label.txt").write_text("".join(lines), newline="\n")
     return generation
 
@@ -309,7 +316,7 @@ def _write_affectnet(
                 (images / subdir).mkdir(parents=True, exist_ok=True)
                 (images / path).write_bytes(record["jpg"])
                 rows.append(_affectnet_row(path, record, record["box"]))
-                generation.append(_generation_row({"subDirectory_filePath": path}, record))
+                generation.append(_generation_row(path, {"subDirectory_filePath": path}, record))
                 if file_name == "training.csv" and bad_rows < cfg.affectnet_bad_rows:
                     # A corrupt copy right after it: negative face sizes (seen in the real file).
                     x, y, w, h = record["box"]
@@ -328,7 +335,7 @@ def _write_folder(root: Path, cfg: SynthConfig, records: dict[str, Iterator[dict
         for record in records[split]:
             rel = f"{split}/{record['label']}/{split}_{int(record['params']['index']):06d}.png"
             (root / rel).write_bytes(record["png"])
-            generation.append(_generation_row({"path": rel, "label": record["label"]}, record))
+            generation.append(_generation_row(rel, {"path": rel, "label": record["label"]}, record))
     return generation
 
 
@@ -338,37 +345,6 @@ _WRITERS = {
     "affectnet": _write_affectnet,
     "folder": _write_folder,
 }
-
-
-@contextmanager
-def atomic_dir(out_dir: Path) -> Iterator[Path]:
-    """Yield an empty temporary sibling of ``out_dir``; on success it replaces ``out_dir``.
-
-    An existing ``out_dir`` is only replaced when it is empty or a previous synthetic dataset
-    (it has ``generation.csv``), so a typo cannot wipe unrelated data.
-    """
-    if out_dir.exists():
-        if not out_dir.is_dir():
-            raise ValueError(f"{out_dir} exists and is not a directory")
-        if any(out_dir.iterdir()) and not (out_dir / GENERATION_FILE).is_file():
-            raise ValueError(
-                f"{out_dir} is not empty and has no {GENERATION_FILE}: refusing to replace it"
-            )
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
-    try:
-        yield tmp
-        tmp.chmod(0o755)
-        if out_dir.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.old-", dir=out_dir.parent))
-            os.replace(out_dir, old / "data")
-            os.replace(tmp, out_dir)
-            shutil.rmtree(old)
-        else:
-            os.replace(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
 
 
 def write_dataset(
@@ -387,7 +363,7 @@ def write_dataset(
     out = Path(out_dir)
     total = cfg.train + cfg.valid + cfg.test
     with (
-        atomic_dir(out) as tmp,
+        atomic_directory(out, marker=GENERATION_FILE) as tmp,
         tqdm(total=total, desc=f"synth {fmt}", unit="img", disable=not progress) as bar,
         ProcessPoolExecutor(workers) if workers > 1 else _no_pool() as pool,
     ):
