@@ -210,13 +210,16 @@ def _run(tasks: list[Task], workers: int) -> Iterator[tuple[str, int, list[tuple
         yield from map(_decode_chunk, tasks)
         return
     processes = min(workers, len(tasks))
-    with multiprocessing.get_context().Pool(processes, initializer=_init_worker) as pool:
+    # forkserver, not fork: forking a process that runs threads (tqdm's monitor, OpenCV's pool)
+    # can copy a held lock into the child and hang it.
+    with multiprocessing.get_context("forkserver").Pool(
+        processes, initializer=_init_worker
+    ) as pool:
         yield from pool.imap_unordered(_decode_chunk, tasks)
 
 
 def _init_worker() -> None:
-    # One OpenCV thread per worker: the processes already use every core, and OpenCV's own
-    # thread pool does not survive fork reliably.
+    # One OpenCV thread per worker: the processes already use every core.
     cv2.setNumThreads(1)
 
 

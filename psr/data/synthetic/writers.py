@@ -20,6 +20,7 @@ Labels per format:
 
 from __future__ import annotations
 
+import multiprocessing
 from collections import deque
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
@@ -365,7 +366,9 @@ def write_dataset(
     with (
         atomic_directory(out, marker=GENERATION_FILE) as tmp,
         tqdm(total=total, desc=f"synth {fmt}", unit="img", disable=not progress) as bar,
-        ProcessPoolExecutor(workers) if workers > 1 else _no_pool() as pool,
+        ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("forkserver"))
+        if workers > 1
+        else _no_pool() as pool,
     ):
         records = {
             split: _records(fmt, cfg, split, cfg.count(split), bar, pool)
