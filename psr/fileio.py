@@ -27,6 +27,8 @@ def atomic_write(path: str | Path, data: bytes | Callable[[BinaryIO], object]) -
                 data(f)
             else:
                 f.write(data)
+            f.flush()
+            os.fsync(f.fileno())  # on disk before the rename makes it the file
         os.chmod(tmp, 0o644)  # mkstemp makes it private; the outputs are not secret
         os.replace(tmp, path)
     except BaseException:

@@ -6,13 +6,13 @@ containers, and :func:`load_model` rebuilds the network from its stored config.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from psr.fileio import atomic_write
 from psr.models.config import ModelConfig
 from psr.models.factory import build_model
 from psr.models.psr import PSRNet
@@ -58,15 +58,7 @@ def save_model(
         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
     }
     _check_primitive(checkpoint, "checkpoint")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        torch.save(checkpoint, tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
+    return atomic_write(path, lambda f: torch.save(checkpoint, f))
 
 
 def load_model(path: str | Path, map_location: str | torch.device = "cpu") -> tuple[PSRNet, dict]:
