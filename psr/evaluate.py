@@ -26,6 +26,7 @@ from psr.data.torch_dataset import FERDataset, SeededSampler
 from psr.data.transforms import (
     TTA_BETA,
     TTA_REPEATS,
+    AugmentConfig,
     ImageTransform,
     blend_tta,
     eval_transform,
@@ -126,8 +127,14 @@ def evaluate(
     workers: int = 0,
     seed: int = 0,
     class_names: Sequence[str] | None = None,
+    augment: AugmentConfig | None = None,
 ) -> EvalResult:
     """Predict every image of ``split`` and compute the metrics.
+
+    With ``tta`` the metrics are those of the blend of all ``tta_repeats`` x 8 views; the mean and
+    standard deviation of each repeat's own accuracy (what the official report prints) are added as
+    ``tta_run_accuracy_mean/std``. ``augment`` is the training augmentation the views reuse (the
+    dataset's recipe: rotation 30 for FER+, 15 for RAF-DB); default: the FER+ recipe.
 
     ``class_names`` (the model's output order) defaults to the split's; they must agree, because a
     model trained on one label order scores garbage on another.
@@ -143,25 +150,35 @@ def evaluate(
     model = model.to(device).eval()
     run = {"batch_size": batch_size, "device": device, "workers": workers}
     fused, branches = _predict_view(model, split, eval_transform(image_size), **run)
+    labels = np.asarray(split.labels, dtype=np.int64)
+    run_accuracies = []
     if tta:
         if tta_repeats < 1:
             raise ValueError(f"tta_repeats must be >= 1, got {tta_repeats}")
         fused_views, branch_views = [], []
         for repeat in range(tta_repeats):
-            for index, view in enumerate(tta_transforms(image_size)):
+            repeat_views = []
+            for index, view in enumerate(tta_transforms(image_size, augment)):
                 view_seed = seed + 1000 * repeat + index
                 f, b = _predict_view(model, split, view, seed=view_seed, **run)
-                fused_views.append(f)
+                repeat_views.append(f)
                 branch_views.append(b)
+            fused_views += repeat_views
+            # The official report scores each TTA repeat on its own: keep its accuracy.
+            repeat_pred = blend_tta(fused, repeat_views, tta_beta).argmax(1).numpy()
+            run_accuracies.append(float((repeat_pred == labels).mean()))
+        # Blending is linear, so pooling every view equals the mean of the repeats' blends.
         fused = blend_tta(fused, fused_views, tta_beta)
         branches = blend_tta(branches, branch_views, tta_beta)
     probs = fused.numpy().astype(np.float64)
     branch_probs = branches.numpy().astype(np.float64)
-    labels = np.asarray(split.labels, dtype=np.int64)
     if probs.shape[1] != len(names):
         raise ValueError(f"the model outputs {probs.shape[1]} classes, the split has {len(names)}")
     branch_names = branch_names_of(model, branch_probs.shape[1])
     metrics = classification_metrics(labels, probs, names, branch_probs, branch_names)
+    if run_accuracies:
+        metrics["tta_run_accuracy_mean"] = float(np.mean(run_accuracies))
+        metrics["tta_run_accuracy_std"] = float(np.std(run_accuracies))
     return EvalResult(
         metrics=metrics,
         probs=probs,

@@ -362,6 +362,7 @@ def report_checkpoint(
     Returns the results by variant and the breakdown table.
     """
     from psr.data.prepared import load_split
+    from psr.data.transforms import AugmentConfig
     from psr.models import load_model
 
     if tta not in TTA_VARIANTS:
@@ -369,6 +370,8 @@ def report_checkpoint(
     if (sidecar is None) != (by_column is None):
         raise ValueError("a breakdown needs both the sidecar file and the column")
     model, info = load_model(checkpoint, map_location="cpu")
+    augment = info["extra"].get("augment")  # the training recipe's augmentation, for TTA
+    augment = AugmentConfig(**augment) if augment else None
     prepared = load_split(data, split)
     table = None
     if sidecar is not None:  # a bad sidecar fails now, not after minutes of evaluation
@@ -390,6 +393,7 @@ def report_checkpoint(
             workers=workers,
             seed=seed,
             class_names=info["class_names"],
+            augment=augment,
         )
         for name in TTA_VARIANTS[tta]
     }

@@ -101,6 +101,11 @@ def test_tta_blends_views_reproducibly():
     assert not np.allclose(tta.probs, other.probs, atol=1e-6)
     # 0.4 * plain + 0.6 * mean(views): the plain view keeps at least its 0.4 share.
     assert np.all(tta.probs >= 0.4 * plain.probs - 1e-6)
+    # each repeat is also scored on its own, as the official report does; one repeat is the blend
+    once = evaluate(model, split, image_size=32, tta=True, tta_repeats=1, seed=3)
+    assert once.metrics["tta_run_accuracy_mean"] == pytest.approx(once.metrics["accuracy"])
+    assert once.metrics["tta_run_accuracy_std"] == 0.0
+    assert "tta_run_accuracy_mean" not in plain.metrics
 
 
 @pytest.mark.slow

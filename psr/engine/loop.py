@@ -211,7 +211,8 @@ def fit(
 
                 if main:
                     if _best_epoch(history) == len(history) - 1:
-                        _save_best(best_path, model, best_info, channels, metrics)
+                        augment = cfg.augment.model_dump()
+                        _save_best(best_path, model, best_info, channels, metrics, augment)
                     ckpt.save_atomic(
                         ckpt.training_state(
                             config=cfg.model_dump(mode="json"),
@@ -360,7 +361,12 @@ def _should_stop(history: list[dict[str, float]], patience: int | None) -> bool:
 
 
 def _save_best(
-    path: Path, model: nn.Module, info: dict[str, Any], channels: int, metrics: dict[str, float]
+    path: Path,
+    model: nn.Module,
+    info: dict[str, Any],
+    channels: int,
+    metrics: dict[str, float],
+    augment: dict[str, Any],
 ) -> None:
     from psr.models import save_model
 
@@ -368,6 +374,7 @@ def _save_best(
         "epoch": int(metrics["epoch"]),
         "valid_acc": float(metrics["valid_acc"]),
         "channels": channels,
+        "augment": augment,  # test-time augmentation reuses the training recipe's views
     }
     save_model(path, model, **info, extra=extra)
 

@@ -180,6 +180,8 @@ def test_best_checkpoint_of_a_real_psr_model_loads_back(tmp_path, kit, channels)
     assert info["extra"]["epoch"] == 0
     # the training images' channels: a gray-trained model makes the Predictor convert to gray
     assert info["extra"]["channels"] == channels
+    # and its augmentation recipe, which test-time augmentation reuses
+    assert info["extra"]["augment"] == cfg.augment.model_dump()
     predictor = Predictor.from_checkpoint(result.best_checkpoint, detect=False)
     assert predictor.grayscale == (channels == 1)
     trained = model.state_dict()  # the only epoch is the best one
