@@ -36,3 +36,35 @@ lint: $(STAMP)
 format: $(STAMP)
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
+
+# ---- Pipeline services: MLflow UI, Prefect server / worker / deployments ----
+MLFLOW_PORT  ?= 5000
+PREFECT_PORT ?= 4200
+PREFECT_POOL ?= psr-process
+FLOW         ?= psr-pipeline/local
+FLOW_PARAMS  ?=
+prefect_env = PREFECT_HOME=$(abspath .prefect) PREFECT_API_URL=http://127.0.0.1:$(PREFECT_PORT)/api
+
+.PHONY: prefect-server prefect-worker deploy flow-run
+
+## ui: MLflow UI over the pipeline's tracking database, on http://127.0.0.1:5000
+ui: $(STAMP)
+	$(BIN)/mlflow ui --backend-store-uri sqlite:///$(abspath mlflow.db) \
+		--host 127.0.0.1 --port $(MLFLOW_PORT)
+
+## prefect-server: a local Prefect server on http://127.0.0.1:4200 (state in .prefect/)
+prefect-server: $(STAMP)
+	$(prefect_env) $(BIN)/prefect server start --host 127.0.0.1 --port $(PREFECT_PORT)
+
+## prefect-worker: the `process` work pool and a worker that runs its flow runs
+prefect-worker: $(STAMP)
+	$(prefect_env) $(BIN)/prefect work-pool create $(PREFECT_POOL) --type process --overwrite
+	$(prefect_env) $(BIN)/prefect worker start --pool $(PREFECT_POOL)
+
+## deploy: register the deployments of prefect.yaml (psr-pipeline/local, psr-tune/local)
+deploy: $(STAMP)
+	$(prefect_env) $(BIN)/prefect --no-prompt deploy --all
+
+## flow-run: trigger a deployment and follow it, e.g. make flow-run FLOW_PARAMS='-p force=true'
+flow-run: $(STAMP)
+	$(prefect_env) $(BIN)/prefect deployment run '$(FLOW)' $(FLOW_PARAMS) --watch

@@ -199,7 +199,6 @@ def test_prior_for_a_dataset_without_votes_is_the_reindexed_fer_plus_prior(tmp_p
     )
 
 
-
 def _as_seven_class(root: Path, votes: np.ndarray, drop: str = "contempt") -> np.ndarray:
     """Rewrite the prepared train split as 7-class FER+: images labelled ``drop`` leave it."""
     import json

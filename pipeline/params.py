@@ -1,0 +1,280 @@
+"""``params.yaml`` -> typed configuration, validated at the start of every stage.
+
+One section per stage. Sections that configure the library are the library's own pydantic models
+(``prepare`` = :class:`psr.data.prepare.PrepareConfig`, ``model`` = :class:`ModelConfig`,
+``train`` = :class:`TrainConfig`, ``download.synth`` = :class:`SynthConfig`); the rest are defined
+here. Every model forbids unknown keys, so a typo is an error that names the key
+(``params.yaml: train.phase1.lr: Extra inputs are not permitted``), never a silent default.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from psr.data.prepare import PrepareConfig
+from psr.data.synthetic import SynthConfig
+from psr.engine.config import TrainConfig
+from psr.models.config import ModelConfig
+
+PARAMS_FILE = Path("params.yaml")
+
+#: Where the download stage writes the raw files (a DVC output).
+RAW_DIR = Path("data/raw")
+#: Where the prepare stage writes ``<name>/`` (a DVC output).
+PREPARED_DIR = Path("data/prepared")
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class DownloadParams(Section):
+    """Raw data: generate the embedded synthetic dataset, or check (and complete) a real one."""
+
+    synthetic: bool = Field(
+        True,
+        description="generate a synthetic dataset in prepare.dataset's format into data/raw; "
+        "false: prepare.source is a real dataset, checked here",
+    )
+    synth: SynthConfig = Field(default_factory=SynthConfig)
+    workers: int = Field(1, ge=1, description="processes rendering synthetic images")
+    ferplus_votes: Path | None = Field(
+        None,
+        description="real FER+: a local fer2013new.csv to copy into data/raw; null downloads it "
+        "from microsoft/FERPlus when prepare.votes points into data/raw",
+    )
+
+
+class PriorsParams(Section):
+    """The PDLS label prior (psr.priors)."""
+
+    kind: Literal["votes", "uniform"] = Field(
+        "votes",
+        description="votes: the paper's prior from crowd votes (the train split's, or votes_file "
+        "re-indexed); uniform: 1/K (PDLS becomes plain label smoothing)",
+    )
+    votes_file: Path | None = Field(
+        None, description="FER+ vote file (fer2013new.csv) for datasets without crowd votes"
+    )
+    missing: Literal["error", "uniform"] = Field(
+        "error", description="a class without training images: error, or a uniform row"
+    )
+
+
+class SRPretrainParams(Section):
+    """Self-supervised pre-training of the SR network on the training faces.
+
+    The architecture (kind, features, blocks) and the resolution come from the ``model`` section,
+    so the state dict loads into ``model.sr``.
+    """
+
+    enabled: bool = Field(
+        True, description="false: train uses model.sr_weights as given (e.g. the official EDSR)"
+    )
+    epochs: int = Field(3, ge=1)
+    batch_size: int = Field(64, ge=1)
+    lr: float = Field(1e-3, gt=0, description="Adam learning rate (cosine decay to 1%)")
+    max_images: int | None = Field(
+        None, ge=1, description="use at most this many training faces (seeded subset)"
+    )
+    valid_images: int = Field(256, ge=1, description="validation faces for the PSNR report")
+    seed: int = Field(0, ge=0)
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    threads: int | None = Field(None, ge=1, description="torch CPU threads; null: torch's")
+
+
+class SearchDim(Section):
+    """One dimension of the search space (Optuna ``suggest_*``)."""
+
+    type: Literal["float", "int", "categorical"]
+    low: float | None = None
+    high: float | None = None
+    log: bool = False
+    step: float | None = None
+    choices: list[Any] | None = None
+
+    @model_validator(mode="after")
+    def _complete(self) -> SearchDim:
+        if self.type == "categorical":
+            if not self.choices:
+                raise ValueError("a categorical dimension needs non-empty 'choices'")
+        elif self.low is None or self.high is None or self.low > self.high:
+            raise ValueError(f"a {self.type} dimension needs low <= high")
+        return self
+
+
+class PrunerParams(Section):
+    """Optuna MedianPruner: prune a trial whose validation accuracy falls below the median."""
+
+    startup_trials: int = Field(2, ge=0, description="trials that are never pruned")
+    warmup_epochs: int = Field(1, ge=0, description="epochs of each trial that are never pruned")
+
+
+class TuneParams(Section):
+    """Optuna search over train/model knobs; the best values override ``train``/``model``."""
+
+    enabled: bool = Field(True, description="false: train uses params.yaml as it is")
+    n_trials: int = Field(8, ge=1, description="budget: finished trials in the study")
+    timeout_s: float | None = Field(None, gt=0, description="budget: seconds for this run")
+    phase1_epochs: int = Field(3, ge=1, description="epochs per trial (AdamW phase)")
+    phase2_epochs: int = Field(0, ge=0, description="epochs per trial (SGD phase)")
+    data_fraction: float = Field(0.5, gt=0, le=1, description="share of the training split")
+    seed: int = Field(0, ge=0, description="TPE sampler seed")
+    startup_trials: int = Field(4, ge=1, description="random trials before TPE models the space")
+    storage: str | None = Field(
+        None,
+        description="null: sqlite optuna.db at the repository root; 'journal:<file>' for "
+        "parallel workers; or an RDB URL (postgresql://...)",
+    )
+    study_prefix: str = Field("psr", description="study name = prefix + hash of its inputs")
+    pruner: PrunerParams = Field(default_factory=PrunerParams)
+    space: dict[str, SearchDim] = Field(
+        default_factory=dict, description="dotted path (train.* or model.*) -> dimension"
+    )
+
+
+class EvaluateParams(Section):
+    """Test-set evaluation and reports (psr.report.report_checkpoint)."""
+
+    split: Literal["test", "valid"] = "test"
+    tta: bool = Field(True, description="the paper's test-time augmentation")
+    compare_plain: bool = Field(
+        False, description="with tta: also evaluate without TTA and report both side by side"
+    )
+    tta_repeats: int = Field(3, ge=1, description="TTA repeats (paper: 3)")
+    batch_size: int = Field(128, ge=1)
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    workers: int = Field(0, ge=0)
+    seed: int = Field(0, ge=0)
+    breakdown_by: str | None = Field(
+        None,
+        description="synthetic data: a generation.csv column (face_size, intensity, ...) to "
+        "break accuracy down by",
+    )
+
+
+class RegisterParams(Section):
+    """MLflow model registry: a new version, then the champion gate."""
+
+    model_name: str = Field("psr-fer", min_length=1)
+    metric: str = Field("accuracy", description="evaluate metric the champion gate compares")
+    greater_is_better: bool = True
+    min_improvement: float = Field(
+        0.0, ge=0, description="the new version must beat the champion by more than this"
+    )
+    sample_size: int = Field(8, ge=1, description="test images used to check the loaded model")
+
+
+class Params(Section):
+    """The whole ``params.yaml``."""
+
+    download: DownloadParams = Field(default_factory=DownloadParams)
+    prepare: PrepareConfig
+    priors: PriorsParams = Field(default_factory=PriorsParams)
+    sr_pretrain: SRPretrainParams = Field(default_factory=SRPretrainParams)
+    tune: TuneParams = Field(default_factory=TuneParams)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    evaluate: EvaluateParams = Field(default_factory=EvaluateParams)
+    # ``register`` would shadow pydantic's (ABC) ``register`` classmethod: aliased.
+    registry: RegisterParams = Field(default_factory=RegisterParams, alias="register")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Params:
+        if self.download.synthetic and Path(self.prepare.source) != RAW_DIR:
+            raise ValueError(
+                f"download.synthetic writes {RAW_DIR}: set prepare.source to {RAW_DIR} "
+                f"(got {self.prepare.source})"
+            )
+        if self.evaluate.breakdown_by and not self.download.synthetic:
+            raise ValueError(
+                "evaluate.breakdown_by needs the synthetic generator's generation.csv "
+                "(download.synthetic: true)"
+            )
+        for path in self.tune.space:
+            if not path.startswith(("train.", "model.")):
+                raise ValueError(f"tune.space.{path}: paths start with 'train.' or 'model.'")
+        return self
+
+    @property
+    def dataset_name(self) -> str:
+        """The prepared folder name, also the MLflow experiment's suffix."""
+        return self.prepare.name or self.prepare.dataset
+
+    @property
+    def prepared_dir(self) -> Path:
+        return PREPARED_DIR / self.dataset_name
+
+
+def _location(loc: tuple[Any, ...]) -> str:
+    # pydantic adds the class of a tagged/union member to loc; keep the user's keys only.
+    return ".".join(str(part) for part in loc if not str(part).startswith("function-"))
+
+
+def format_errors(err: ValidationError, source: str, prefix: str = "") -> str:
+    """One line per error: ``<source>: <prefix><dotted key>: <message>``."""
+    lines = [
+        f"{source}: {prefix}{_location(e['loc']) or '<root>'}: {e['msg']}" for e in err.errors()
+    ]
+    return "invalid parameters:\n  " + "\n  ".join(lines)
+
+
+def parse_params(data: Mapping[str, Any], source: str = str(PARAMS_FILE)) -> Params:
+    """Validate a parsed ``params.yaml``; errors name every bad key (``train.batch_size``)."""
+    if not isinstance(data, Mapping):
+        raise ValueError(f"{source}: expected a mapping of sections, got {type(data).__name__}")
+    try:
+        return Params.model_validate(dict(data))
+    except ValidationError as err:
+        raise ValueError(format_errors(err, source)) from None
+
+
+def load_params(path: str | Path = PARAMS_FILE) -> Params:
+    """Read and validate ``path`` (default ``params.yaml`` in the working directory)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"parameter file not found: {path.resolve()}")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as err:
+        raise ValueError(f"{path}: not valid YAML: {err}") from None
+    return parse_params(data or {}, str(path))
+
+
+def set_params(path: str | Path, assignments: list[str]) -> Params:
+    """Apply ``section.key=value`` assignments to ``path`` like ``dvc exp run -S`` (values are
+    YAML; comments and order are kept); the file changes only if the result validates."""
+    from ruamel.yaml import YAML
+
+    from pipeline.workspace import write_text_atomic
+
+    path = Path(path)
+    rt = YAML()
+    rt.preserve_quotes = True
+    rt.representer.add_representer(  # write null, not an empty value
+        type(None), lambda r, _: r.represent_scalar("tag:yaml.org,2002:null", "null")
+    )
+    document = rt.load(path.read_text(encoding="utf-8"))
+    for assignment in assignments:
+        key, sep, raw = assignment.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"expected section.key=value, got {assignment!r}")
+        *parents, leaf = key.strip().split(".")
+        node = document
+        for part in parents:
+            if part not in node:
+                node[part] = {}
+            node = node[part]
+        node[leaf] = yaml.safe_load(raw)
+    params = parse_params(document, f"{path} with {assignments}")
+    from io import StringIO
+
+    buffer = StringIO()
+    rt.dump(document, buffer)
+    write_text_atomic(path, buffer.getvalue())
+    return params

@@ -1,0 +1,48 @@
+"""What every stage module shares: its output folder, logging and the error contract.
+
+A stage is ``python -m pipeline.stages.<name>``: it validates ``params.yaml``, does one job and
+exits 0, or prints a one-line reason and exits 2 for bad input (ValueError, FileNotFoundError).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from pipeline.params import Params, load_params
+
+REPORTS_DIR = Path("reports")
+MODELS_DIR = Path("models")
+RUN_RECORD = "mlflow_run.json"
+
+
+def report_dir(stage: str) -> Path:
+    """``reports/<stage>/``: the stage's metrics, figures and MLflow run record."""
+    return REPORTS_DIR / stage
+
+
+def run_record_path(stage: str) -> Path:
+    return report_dir(stage) / RUN_RECORD
+
+
+def stage_main(stage: str, job: Callable[[Params], None]) -> Callable[[], int]:
+    """Wrap ``job(params)`` as a stage entry point with logging and clean error reporting."""
+
+    def main() -> int:
+        os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+        logging.basicConfig(
+            level=logging.INFO, format=f"[{stage}] %(levelname)s %(name)s: %(message)s"
+        )
+        for noisy in ("alembic", "urllib3", "matplotlib", "PIL"):
+            logging.getLogger(noisy).setLevel(logging.WARNING)
+        try:
+            job(load_params())
+        except (ValueError, FileNotFoundError) as err:
+            print(f"stage {stage}: error: {err}", file=sys.stderr)
+            return 2
+        return 0
+
+    return main

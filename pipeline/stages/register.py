@@ -1,0 +1,292 @@
+"""Stage ``register``: the trained model into the MLflow model registry, behind a champion gate.
+
+1. Log ``models/psr/best.pt`` as a pyfunc model (``pipeline/pyfunc.py``; numpy signature and
+   input example) in this stage's run and register it as a new version of
+   ``register.model_name``, tagged with its test metric, dataset and source runs.
+2. Load the new version back from the registry and check that its predictions on a sample of
+   test images equal the checkpoint's. A version that fails is deleted; no alias moves.
+3. Move aliases as one transaction: ``challenger`` -> new version; when the new version beats
+   the champion on ``register.metric`` (same dataset only), ``previous`` -> old champion and
+   ``champion`` -> new version. Any error restores every alias as it was.
+4. Write ``reports/registry.json``: name, version, aliases, metric comparison, decision.
+
+The stage changes state outside the workspace, so it is kept out of DVC's run-cache (its
+output is ``persist``): DVC never "restores" a registration that did not happen.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import sys
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import numpy as np
+from mlflow import MlflowClient
+from mlflow.exceptions import MlflowException
+
+from pipeline import pyfunc, tracking
+from pipeline.params import Params, RegisterParams
+from pipeline.stages.common import run_record_path, stage_main
+from pipeline.stages.evaluate import CHECKPOINT
+from pipeline.stages.evaluate import STAGE as EVALUATE
+from pipeline.stages.train import STAGE as TRAIN
+from pipeline.workspace import read_json, write_json_atomic
+
+STAGE = "register"
+REGISTRY_FILE = Path("reports/registry.json")
+EVAL_METRICS = Path("reports/evaluate/metrics.json")
+PYFUNC_FILE = Path(pyfunc.__file__)
+CHAMPION, CHALLENGER, PREVIOUS = "champion", "challenger", "previous"
+ALIASES = (CHAMPION, CHALLENGER, PREVIOUS)
+TAG_METRIC = "psr.metric"
+TAG_VALIDATION = "psr.validation"
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Decision:
+    promote: bool
+    reason: str
+    new: float
+    champion: float | None
+    champion_version: str | None
+
+
+def decide(
+    new: float,
+    champion: float | None,
+    cfg: RegisterParams,
+    *,
+    champion_version: str | None = None,
+    same_dataset: bool = True,
+) -> Decision:
+    """The champion gate: promote when there is no champion or the new value is better."""
+    if champion is None:
+        return Decision(True, "no champion yet", new, None, champion_version)
+    if not same_dataset:
+        reason = f"champion v{champion_version} was trained on another dataset: not comparable"
+        return Decision(False, reason, new, champion, champion_version)
+    gain = new - champion if cfg.greater_is_better else champion - new
+    if gain > cfg.min_improvement:
+        reason = f"{cfg.metric} {new:.4f} beats champion v{champion_version} ({champion:.4f})"
+        return Decision(True, reason, new, champion, champion_version)
+    reason = (
+        f"{cfg.metric} {new:.4f} does not beat champion v{champion_version} ({champion:.4f}) "
+        f"by more than {cfg.min_improvement}"
+    )
+    return Decision(False, reason, new, champion, champion_version)
+
+
+def current_aliases(client: MlflowClient, name: str) -> dict[str, str]:
+    """Alias -> version of ``name`` (only ours; empty when the model does not exist yet)."""
+    try:
+        model = client.get_registered_model(name)
+    except MlflowException:
+        return {}
+    return {alias: str(v) for alias, v in (model.aliases or {}).items() if alias in ALIASES}
+
+
+def move_aliases(client: MlflowClient, name: str, target: Mapping[str, str]) -> None:
+    """Set every alias in ``target`` or none: on error the previous aliases are restored."""
+    before = current_aliases(client, name)
+    try:
+        for alias, version in target.items():
+            client.set_registered_model_alias(name, alias, version)
+    except BaseException:
+        for alias in target:
+            if alias in before:
+                client.set_registered_model_alias(name, alias, before[alias])
+            else:
+                with contextlib.suppress(MlflowException):  # it was never set
+                    client.delete_registered_model_alias(name, alias)
+        raise
+
+
+def sample_images(params: Params) -> np.ndarray:
+    """The first ``register.sample_size`` test images, uint8 ``[n, H, W, C]``."""
+    from psr.data.prepared import load_split
+
+    split = load_split(params.prepared_dir, params.evaluate.split)
+    return np.ascontiguousarray(split.images[: params.registry.sample_size])
+
+
+def log_pyfunc(checkpoint: Path, example: np.ndarray) -> mlflow.models.model.ModelInfo:
+    """Log the checkpoint as a pyfunc model in the active run (name ``model``)."""
+    from mlflow.models import ModelSignature
+    from mlflow.types.schema import ColSpec, Schema, TensorSpec
+
+    from psr.inference import Predictor
+
+    predictor = Predictor.from_checkpoint(checkpoint, detect=False)
+    signature = ModelSignature(
+        inputs=Schema([TensorSpec(np.dtype(np.uint8), (-1, -1, -1, -1))]),
+        outputs=Schema([ColSpec("double", name) for name in predictor.class_names]),
+    )
+    return mlflow.pyfunc.log_model(
+        name="model",
+        python_model=str(PYFUNC_FILE),
+        artifacts={pyfunc.CHECKPOINT_ARTIFACT: str(checkpoint)},
+        code_paths=[str(Path(__import__("psr").__file__).parent)],
+        signature=signature,
+        input_example=example[:2],
+        pip_requirements=_requirements(),
+    )
+
+
+def _requirements() -> list[str]:
+    """Pinned versions of what the pyfunc imports (so a served environment matches)."""
+    from importlib.metadata import version
+
+    packages = [
+        "mlflow",
+        "torch",
+        "torchvision",
+        "numpy",
+        "pandas",
+        "pydantic",
+        "albumentations",
+        "opencv-python-headless",
+    ]
+    return [f"{p}=={version(p)}" for p in packages]
+
+
+def verify(model_uri: str, checkpoint: Path, images: np.ndarray) -> float:
+    """Max absolute difference between the registry's predictions and the checkpoint's."""
+    from psr.inference import Predictor
+
+    loaded = mlflow.pyfunc.load_model(model_uri)
+    served = loaded.predict(images).to_numpy(dtype=np.float64)
+    expected = Predictor.from_checkpoint(checkpoint, detect=False).probabilities(list(images))
+    if served.shape != expected.shape:
+        raise ValueError(f"{model_uri}: predictions {served.shape}, expected {expected.shape}")
+    return float(np.abs(served - expected).max())
+
+
+def _champion(client: MlflowClient, name: str, metric: str) -> tuple[str | None, float | None, str]:
+    """(version, metric value, dataset) of the current champion, or Nones."""
+    try:
+        version = client.get_model_version_by_alias(name, CHAMPION)
+    except MlflowException:
+        return None, None, ""
+    value = version.tags.get(f"{TAG_METRIC}.{metric}")
+    return (
+        str(version.version),
+        float(value) if value is not None else None,
+        version.tags.get(tracking.TAG_DATASET, ""),
+    )
+
+
+def register(
+    params: Params,
+    checkpoint: Path,
+    metric_value: float,
+    *,
+    source_runs: Mapping[str, str] | None = None,
+    tolerance: float = 1e-5,
+) -> dict[str, Any]:
+    """Log, register, verify and gate one model; return the registry document."""
+    cfg = params.registry
+    client = MlflowClient()
+    images = sample_images(params)
+    info = log_pyfunc(checkpoint, images)
+    tags = {
+        f"{TAG_METRIC}.{cfg.metric}": str(metric_value),
+        tracking.TAG_DATASET: params.dataset_name,
+        TAG_VALIDATION: "pending",
+        **{f"psr.run.{stage}": run_id for stage, run_id in (source_runs or {}).items()},
+    }
+    version = mlflow.register_model(info.model_uri, cfg.model_name, tags=tags)
+    number = str(version.version)
+    uri = f"models:/{cfg.model_name}/{number}"
+    try:
+        difference = verify(uri, checkpoint, images)
+        if difference > tolerance:
+            raise ValueError(
+                f"{uri}: predictions differ from {checkpoint} by {difference:.3g} (> {tolerance})"
+            )
+    except BaseException:
+        client.delete_model_version(cfg.model_name, number)
+        raise
+    client.set_model_version_tag(cfg.model_name, number, TAG_VALIDATION, "passed")
+
+    champion_version, champion_value, champion_dataset = _champion(
+        client, cfg.model_name, cfg.metric
+    )
+    decision = decide(
+        metric_value,
+        champion_value,
+        cfg,
+        champion_version=champion_version,
+        same_dataset=champion_dataset in ("", params.dataset_name),
+    )
+    target = {CHALLENGER: number}
+    if decision.promote:
+        if champion_version is not None:
+            target[PREVIOUS] = champion_version
+        target[CHAMPION] = number
+    move_aliases(client, cfg.model_name, target)
+    log.info("%s v%s: %s", cfg.model_name, number, decision.reason)
+    return {
+        "name": cfg.model_name,
+        "version": number,
+        "model_uri": uri,
+        "logged_model_uri": info.model_uri,
+        "aliases": current_aliases(client, cfg.model_name),
+        "metric": {
+            "name": cfg.metric,
+            "greater_is_better": cfg.greater_is_better,
+            "min_improvement": cfg.min_improvement,
+            **asdict(decision),
+        },
+        "decision": "promoted" if decision.promote else "kept champion",
+        "verified_max_abs_diff": difference,
+        "tracking_uri": mlflow.get_tracking_uri(),
+    }
+
+
+def source_run_ids() -> dict[str, str]:
+    """Run ids the train and evaluate stages recorded (also after a run-cache restore)."""
+    runs = {}
+    for stage in (TRAIN, EVALUATE):
+        path = run_record_path(stage)
+        if path.is_file():
+            runs[stage] = read_json(path)["run_id"]
+    return runs
+
+
+def run(params: Params) -> None:
+    from psr.data.prepared import read_manifest
+
+    cfg = params.registry
+    metrics = read_json(EVAL_METRICS)
+    if cfg.metric not in metrics:
+        raise ValueError(
+            f"params.yaml: register.metric: {cfg.metric!r} is not in {EVAL_METRICS} "
+            f"(has {sorted(k for k, v in metrics.items() if isinstance(v, int | float))})"
+        )
+    runs = source_run_ids()
+    with tracking.stage_run(
+        STAGE,
+        params.dataset_name,
+        params={"register": cfg.model_dump(mode="json")},
+        manifest=read_manifest(params.prepared_dir),
+        tags={f"psr.run.{stage}": run_id for stage, run_id in runs.items()},
+    ) as run:
+        document = register(params, CHECKPOINT, float(metrics[cfg.metric]), source_runs=runs)
+        document["run_id"] = run.info.run_id
+        mlflow.set_tags(
+            {"psr.registered_version": document["version"], "psr.decision": document["decision"]}
+        )
+        write_json_atomic(REGISTRY_FILE, document)
+        mlflow.log_artifact(str(REGISTRY_FILE))
+
+
+main = stage_main(STAGE, run)
+
+if __name__ == "__main__":
+    sys.exit(main())

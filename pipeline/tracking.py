@@ -1,0 +1,169 @@
+"""MLflow conventions: where runs go, how they are named and tagged.
+
+- Tracking URI: ``MLFLOW_TRACKING_URI`` when set (a server), else a SQLite database
+  ``mlflow.db`` at the repository root, as an absolute path so that DVC experiment copies
+  (``.dvc/tmp/exps/...``) log to the same database. Artifacts of experiments created here go to
+  ``mlartifacts/`` next to it.
+- One experiment per dataset (``psr-<dataset name>``), one run per stage execution, named after
+  the stage and tagged with the git commit, the DVC stage and the data checksum.
+- Run-cache: when DVC restores a stage from its run-cache the stage does not run and logs
+  nothing. Every stage therefore writes ``mlflow_run.json`` (run id, experiment, URI) into its
+  outputs: a restored output still names the run that produced it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import mlflow
+from mlflow.exceptions import MlflowException
+
+from pipeline.workspace import git_commit, shared_root, workspace, write_json_atomic
+
+#: MLflow caps a parameter value's length; longer values are truncated with a marker.
+_MAX_PARAM_LENGTH = 6000
+
+#: Tag keys used across stages.
+TAG_STAGE = "dvc.stage"
+TAG_DATASET = "psr.dataset"
+TAG_DATA_CHECKSUM = "psr.data_checksum"
+TAG_GIT_COMMIT = "mlflow.source.git.commit"
+
+
+def tracking_uri() -> str:
+    """``MLFLOW_TRACKING_URI`` if set, else ``sqlite:///<repo>/mlflow.db`` (absolute)."""
+    uri = os.environ.get("MLFLOW_TRACKING_URI")
+    if uri:
+        return uri
+    return f"sqlite:///{shared_root() / 'mlflow.db'}"
+
+
+def _local_backend(uri: str) -> bool:
+    return uri.startswith(("sqlite:", "file:", "postgresql", "mysql", "mssql")) or "://" not in uri
+
+
+def experiment_name(dataset: str) -> str:
+    return f"psr-{dataset}"
+
+
+def use_experiment(dataset: str) -> str:
+    """Point MLflow at :func:`tracking_uri` and the dataset's experiment; return its id.
+
+    With a local database the experiment's artifacts go to ``<repo>/mlartifacts/<experiment>``;
+    a tracking server decides its own artifact store.
+    """
+    uri = tracking_uri()
+    mlflow.set_tracking_uri(uri)
+    name = experiment_name(dataset)
+    experiment = mlflow.get_experiment_by_name(name)
+    if experiment is None:
+        location = None
+        if _local_backend(uri):
+            location = (shared_root() / "mlartifacts" / name).as_uri()
+        try:
+            experiment_id = mlflow.create_experiment(name, artifact_location=location)
+        except MlflowException:  # created meanwhile by a parallel worker
+            experiment = mlflow.get_experiment_by_name(name)
+            if experiment is None:
+                raise
+            experiment_id = experiment.experiment_id
+    else:
+        experiment_id = experiment.experiment_id
+    mlflow.set_experiment(experiment_id=experiment_id)
+    return experiment_id
+
+
+def data_checksum(manifest: Mapping[str, Any]) -> str:
+    """One sha256 over the per-file checksums a prepared dataset's manifest lists."""
+    checksums = manifest.get("checksums")
+    if not isinstance(checksums, Mapping) or not checksums:
+        raise ValueError("manifest has no 'checksums' mapping")
+    blob = json.dumps(dict(checksums), sort_keys=True).encode()
+    return hashlib.sha256(blob).hexdigest()
+
+
+def flatten(data: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{"train": {"lr": 1}}`` -> ``{"train.lr": 1}``; lists and scalars are leaves."""
+    flat: dict[str, Any] = {}
+    for key, value in data.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping) and value:
+            flat.update(flatten(value, f"{name}."))
+        else:
+            flat[name] = value
+    return flat
+
+
+def log_params(params: Mapping[str, Any]) -> None:
+    """Log nested parameters flattened with dotted keys (values stringified and capped)."""
+    flat = {}
+    for key, value in flatten(params).items():
+        text = json.dumps(value) if isinstance(value, list | tuple | dict) else str(value)
+        if len(text) > _MAX_PARAM_LENGTH:
+            text = text[: _MAX_PARAM_LENGTH - 3] + "..."
+        flat[key] = text
+    if flat:
+        mlflow.log_params(flat)
+
+
+def run_record(run: mlflow.ActiveRun, stage: str) -> dict[str, str]:
+    """What a stage output stores to point back at its MLflow run."""
+    return {
+        "run_id": run.info.run_id,
+        "experiment_id": run.info.experiment_id,
+        "run_name": run.info.run_name or stage,
+        "stage": stage,
+        "tracking_uri": mlflow.get_tracking_uri(),
+    }
+
+
+@contextmanager
+def stage_run(
+    stage: str,
+    dataset: str,
+    *,
+    params: Mapping[str, Any] | None = None,
+    record: Path | None = None,
+    manifest: Mapping[str, Any] | None = None,
+    tags: Mapping[str, str] | None = None,
+) -> Iterator[mlflow.ActiveRun]:
+    """An MLflow run for one execution of a pipeline stage.
+
+    Logs ``params`` (flattened), tags the run (git commit, DVC stage, dataset, data checksum) and,
+    when the block succeeds, writes the run's :func:`run_record` to ``record``.
+    """
+    use_experiment(dataset)
+    all_tags = {TAG_STAGE: stage, TAG_DATASET: dataset, "psr.workspace": str(workspace())}
+    commit = git_commit()
+    if commit:
+        all_tags[TAG_GIT_COMMIT] = commit
+    if manifest is not None:
+        all_tags[TAG_DATA_CHECKSUM] = data_checksum(manifest)
+    all_tags.update(tags or {})
+    with mlflow.start_run(run_name=stage, tags=all_tags) as run:
+        if params:
+            log_params(params)
+        yield run
+        if record is not None:
+            write_json_atomic(record, run_record(run, stage))
+
+
+def epoch_logger(prefix: str = "") -> Callable[[int, Mapping[str, float]], None]:
+    """An engine callback that logs each epoch's numeric metrics to the active run."""
+
+    def log(epoch: int, metrics: Mapping[str, float]) -> None:
+        numeric = {
+            f"{prefix}{k}": float(v)
+            for k, v in metrics.items()
+            if isinstance(v, int | float) and not isinstance(v, bool)
+        }
+        if numeric:
+            mlflow.log_metrics(numeric, step=int(epoch))
+
+    return log

@@ -1,0 +1,126 @@
+"""What the tune and train stages share: resolved configs, the prior and the data.
+
+``tune.space`` and the tuned values address knobs by dotted path (``train.phase1.lrs.1``,
+``model.sr_res_blocks``); :func:`apply_overrides` writes such values into the ``train`` and
+``model`` sections and re-validates them, so a tuned value obeys the same rules as params.yaml.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from pydantic import ValidationError
+
+from pipeline.params import Params, format_errors
+from pipeline.workspace import read_json
+
+SR_INFO_FILE = Path("models/sr/sr.json")
+PRIORS_FILE = Path("data/priors/priors.json")
+
+
+def _set_path(tree: dict[str, Any], path: str, value: Any) -> None:
+    """Set ``tree[a][b][i] = value`` for ``path = "a.b.i"`` (integers index lists and tuples)."""
+    keys = path.split(".")
+    node: Any = tree
+    for depth, key in enumerate(keys):
+        last = depth == len(keys) - 1
+        where = ".".join(keys[: depth + 1])
+        if isinstance(node, dict):
+            if key not in node:
+                raise ValueError(f"{path}: no parameter {where!r}")
+            if last:
+                node[key] = value
+            else:
+                node[key] = list(node[key]) if isinstance(node[key], tuple) else node[key]
+                node = node[key]
+        elif isinstance(node, list):
+            if not key.isdigit() or int(key) >= len(node):
+                raise ValueError(f"{path}: {where!r} is not an index of a {len(node)}-item list")
+            if last:
+                node[int(key)] = value
+            else:
+                node = node[int(key)]
+        else:
+            raise ValueError(f"{path}: {'.'.join(keys[:depth])!r} is not a section or a list")
+
+
+def apply_overrides(params: Params, overrides: Mapping[str, Any]) -> Params:
+    """A copy of ``params`` with dotted-path values written into ``train``/``model``, validated."""
+    sections = {
+        "train": params.train.model_dump(mode="python"),
+        "model": params.model.model_dump(mode="python"),
+    }
+    for path, value in overrides.items():
+        if not path.startswith(("train.", "model.")):
+            raise ValueError(f"{path}: tuned paths start with 'train.' or 'model.'")
+        _set_path(sections, path, value)
+    validated = {}
+    for name, values in sections.items():
+        try:
+            validated[name] = type(getattr(params, name)).model_validate(values)
+        except ValidationError as err:
+            raise ValueError(format_errors(err, "tuned parameters", f"{name}.")) from None
+    return params.model_copy(update=validated)
+
+
+def check_space(params: Params) -> None:
+    """Each ``tune.space`` path must address a real knob: try its low value (or first choice)."""
+    probe = {}
+    for path, dim in params.tune.space.items():
+        value = dim.choices[0] if dim.type == "categorical" else dim.low
+        probe[path] = int(value) if dim.type == "int" else value
+    try:
+        apply_overrides(params, probe)
+    except ValueError as err:
+        raise ValueError(f"params.yaml: tune.space: {err}") from None
+
+
+def with_sr_weights(params: Params) -> Params:
+    """Point ``model.sr_weights`` at the sr_pretrain output, unless params.yaml names a file."""
+    if params.model.sr_weights is not None:
+        return params
+    info = read_json(SR_INFO_FILE)
+    if not info.get("weights"):
+        return params
+    model = params.model.model_copy(update={"sr_weights": str(info["weights"])})
+    return params.model_copy(update={"model": model})
+
+
+def load_prior(class_names: tuple[str, ...]) -> np.ndarray:
+    """The priors stage's matrix, checked to be in the dataset's class order."""
+    from psr.priors import load_priors
+
+    names, matrix = load_priors(PRIORS_FILE)
+    if tuple(names) != tuple(class_names):
+        raise ValueError(
+            f"{PRIORS_FILE}: classes {list(names)} differ from the dataset's {list(class_names)}"
+        )
+    return matrix
+
+
+def file_digest(path: Path) -> str:
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
+
+
+def config_digest(data: Any) -> str:
+    """A short stable hash of JSON-able data (study names, input fingerprints)."""
+    blob = json.dumps(data, sort_keys=True, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def build_network(params: Params, class_names: tuple[str, ...]):
+    """The network of ``params.model`` (weights it names loaded), checked against the dataset."""
+    from psr.models import build_model
+
+    if params.model.num_classes != len(class_names):
+        raise ValueError(
+            f"params.yaml: model.num_classes is {params.model.num_classes} but the prepared "
+            f"dataset has {len(class_names)} classes {list(class_names)}"
+        )
+    return build_model(params.model)

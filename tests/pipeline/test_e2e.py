@@ -1,0 +1,521 @@
+"""The whole pipeline on the tiny configuration, with the real tools: DVC, MLflow (SQLite,
+registry, serving), Optuna, Prefect (server, work pool, worker, deployment).
+
+One module fixture reproduces the pipeline in a temporary git repository; the tests then read
+what it left and exercise the services against it. They run in file order (the registry tests
+add versions).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+import requests
+import yaml
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+REPO = Path(__file__).resolve().parents[2]
+BIN = Path(sys.executable).parent
+
+#: The tiny configuration: a few hundred 48 px faces, a very narrow PSR, short schedules.
+TINY = [
+    "download.synth.train=240",
+    "download.synth.valid=64",
+    "download.synth.test=64",
+    "prepare.name=tiny",
+    "sr_pretrain.epochs=1",
+    "sr_pretrain.batch_size=32",
+    "sr_pretrain.max_images=128",
+    "sr_pretrain.valid_images=32",
+    "tune.n_trials=5",
+    "tune.phase1_epochs=2",
+    "tune.phase2_epochs=0",
+    "tune.data_fraction=0.5",
+    "tune.startup_trials=2",
+    "tune.pruner.startup_trials=1",
+    "tune.pruner.warmup_epochs=0",
+    "model.width=0.0625",
+    "model.sr_features=8",
+    "model.sr_res_blocks=1",
+    "train.batch_size=32",
+    "train.phase1.epochs=2",
+    "train.phase2.epochs=1",
+    "evaluate.tta_repeats=1",
+    "evaluate.batch_size=64",
+    "register.sample_size=4",
+]
+#: A wide learning-rate range: trials differ enough for the median pruner to stop some.
+TINY_SPACE = {
+    f"train.phase1.lrs.{i}": {"type": "float", "low": 1e-5, "high": 0.1, "log": True}
+    for i in (1, 2)
+}
+README_REQUEST = '{"inputs": [[[[0], [64], [128]], [[64], [128], [192]], [[128], [192], [255]]]]}'
+STAGES = ("download", "prepare", "priors", "sr_pretrain", "tune", "train", "evaluate", "register")
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    """The environment of the tools: this venv first, no tracking/Prefect servers inherited."""
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("MLFLOW_", "PREFECT_", "PSR_", "DVC_", "GIT_"))
+    }
+    env.update(
+        PATH=f"{BIN}{os.pathsep}{env.get('PATH', '')}",
+        DVC_NO_ANALYTICS="1",
+        NO_ALBUMENTATIONS_UPDATE="1",
+        DO_NOT_TRACK="1",
+        PREFECT_SERVER_ANALYTICS_ENABLED="false",
+        GIT_AUTHOR_NAME="psr-test",
+        GIT_AUTHOR_EMAIL="psr-test@example.invalid",
+        GIT_COMMITTER_NAME="psr-test",
+        GIT_COMMITTER_EMAIL="psr-test@example.invalid",
+    )
+    env.update(extra)
+    return env
+
+
+def run(command: list[str], cwd: Path, timeout: float = 900, **env: str):
+    """Run a tool; on failure show its output in the assertion message."""
+    result = subprocess.run(
+        command, cwd=cwd, env=clean_env(**env), capture_output=True, text=True, timeout=timeout
+    )
+    assert result.returncode == 0, (
+        f"{' '.join(command)} failed ({result.returncode}):\n{result.stdout[-6000:]}\n"
+        f"{result.stderr[-6000:]}"
+    )
+    return result
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class PipelineRepo:
+    root: Path
+    repro: subprocess.CompletedProcess
+
+    @property
+    def tracking_uri(self) -> str:
+        return f"sqlite:///{self.root / 'mlflow.db'}"
+
+
+def copy_repository(dest: Path, assignments: list[str], space: dict | None = None) -> Path:
+    """Tracked and untracked-but-not-ignored files of the repo (no outputs, no dvc.lock), the
+    parameters edited, committed in a fresh git repository with DVC initialised."""
+    from pipeline.params import set_params
+
+    listed = subprocess.run(
+        ["git", "ls-files", "-co", "--exclude-standard", "-z"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split("\0")
+    for name in filter(None, listed):
+        source = REPO / name
+        if name == "dvc.lock" or not source.is_file() or name.startswith(".dvc/tmp"):
+            continue
+        target = dest / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(source, target)
+    set_params(dest / "params.yaml", assignments)
+    if space is not None:  # dotted keys: not reachable through set_params
+        data = yaml.safe_load((dest / "params.yaml").read_text())
+        data["tune"]["space"] = space
+        (dest / "params.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
+    run(["git", "init", "-q"], dest)
+    if not (dest / ".dvc" / "config").is_file():
+        run([str(BIN / "dvc"), "init", "-q"], dest)
+    run(["git", "add", "-A"], dest)
+    run(["git", "commit", "-q", "-m", "test copy"], dest)
+    return dest
+
+
+@pytest.fixture(scope="module")
+def pipeline_repo(tmp_path_factory) -> PipelineRepo:
+    """The tiny pipeline, reproduced once with the real tools, shared by the e2e tests."""
+    root = copy_repository(tmp_path_factory.mktemp("pipeline") / "repo", TINY, TINY_SPACE)
+    repro = run([str(BIN / "dvc"), "repro"], root, timeout=1200)
+    return PipelineRepo(root, repro)
+
+
+def client(repo: PipelineRepo):
+    from mlflow import MlflowClient
+
+    return MlflowClient(tracking_uri=repo.tracking_uri, registry_uri=repo.tracking_uri)
+
+
+def stage_runs(repo: PipelineRepo) -> dict[str, list]:
+    """Runs of the repo's experiment by DVC stage (trial runs included under ``tune``)."""
+    mlflow_client = client(repo)
+    experiment = mlflow_client.get_experiment_by_name("psr-tiny")
+    assert experiment is not None, "no MLflow experiment psr-tiny"
+    runs = mlflow_client.search_runs([experiment.experiment_id], max_results=1000)
+    by_stage: dict[str, list] = {}
+    for r in runs:
+        by_stage.setdefault(r.data.tags.get("dvc.stage", "?"), []).append(r)
+    return by_stage
+
+
+def record(repo: PipelineRepo, stage: str) -> dict:
+    return json.loads((repo.root / "reports" / stage / "mlflow_run.json").read_text())
+
+
+def test_repro_produces_every_output(pipeline_repo: PipelineRepo):
+    root = pipeline_repo.root
+    for stage in STAGES:
+        assert f"Running stage '{stage}'" in pipeline_repo.repro.stdout
+    for path in (
+        "data/raw/fer2013.csv",
+        "data/prepared/tiny/manifest.json",
+        "data/priors/priors.json",
+        "models/sr/sr_x2.pt",
+        "reports/tune/best_params.json",
+        "reports/tune/optimization_history.png",
+        "reports/tune/param_importances.png",
+        "models/psr/best.pt",
+        "models/psr/last.pt",
+        "reports/train/history.csv",
+        "reports/evaluate/predictions.csv",
+        "reports/evaluate/calibration.csv",
+        "reports/evaluate/report.html",
+        "reports/registry.json",
+    ):
+        assert (root / path).is_file(), path
+    metrics = json.loads((root / "reports/evaluate/metrics.json").read_text())
+    assert 0.0 <= metrics["accuracy"] <= 1.0
+    assert metrics["num_samples"] > 0
+    history = (root / "reports/train/history.csv").read_text().splitlines()
+    assert len(history) == 1 + 3  # header + 2 + 1 epochs
+    predictions = (root / "reports/evaluate/predictions.csv").read_text().splitlines()
+    assert predictions[0].startswith("id,actual,predicted")
+
+
+def test_every_stage_logged_one_run_with_tags(pipeline_repo: PipelineRepo):
+    by_stage = stage_runs(pipeline_repo)
+    manifest = json.loads((pipeline_repo.root / "data/prepared/tiny/manifest.json").read_text())
+    from pipeline.tracking import data_checksum
+
+    for stage in STAGES:
+        parents = [r for r in by_stage[stage] if "mlflow.parentRunId" not in r.data.tags]
+        assert len(parents) == 1, (stage, len(parents))
+        run_ = parents[0]
+        assert run_.info.status == "FINISHED"
+        assert run_.data.tags.get("mlflow.source.git.commit"), stage
+        if stage != "download":
+            assert run_.data.tags["psr.data_checksum"] == data_checksum(manifest)
+        if stage != "register":
+            assert record(pipeline_repo, stage)["run_id"] == run_.info.run_id
+    train = next(r for r in by_stage["train"] if "mlflow.parentRunId" not in r.data.tags)
+    history = client(pipeline_repo).get_metric_history(train.info.run_id, "valid_acc")
+    assert [m.step for m in history] == [0, 1, 2]  # per-epoch metrics through the callback
+    assert "train.phase1.lrs" in train.data.params
+
+
+def test_tuning_trials_are_nested_runs_and_some_were_pruned(pipeline_repo: PipelineRepo):
+    import optuna
+
+    tune_run = record(pipeline_repo, "tune")["run_id"]
+    trials = [
+        r
+        for r in stage_runs(pipeline_repo)["tune"]
+        if r.data.tags.get("mlflow.parentRunId") == tune_run
+    ]
+    n_trials = int(next(a for a in TINY if a.startswith("tune.n_trials=")).split("=")[1])
+    assert len(trials) == n_trials
+    states = {r.data.tags["optuna.state"] for r in trials}
+    assert "PRUNED" in states and "COMPLETE" in states
+    study_name = json.loads((pipeline_repo.root / "reports/tune/best_params.json").read_text())
+    study = optuna.load_study(
+        study_name=study_name["study"], storage=f"sqlite:///{pipeline_repo.root / 'optuna.db'}"
+    )
+    pruned = study.get_trials(states=(optuna.trial.TrialState.PRUNED,))
+    assert len(pruned) >= 1
+    metrics = json.loads((pipeline_repo.root / "reports/tune/metrics.json").read_text())
+    assert metrics["trials_pruned"] == len(pruned)
+
+
+def test_registered_version_is_champion(pipeline_repo: PipelineRepo):
+    registry = json.loads((pipeline_repo.root / "reports/registry.json").read_text())
+    assert registry["name"] == "psr-fer"
+    assert registry["decision"] == "promoted"
+    assert registry["aliases"] == {
+        "champion": registry["version"],
+        "challenger": registry["version"],
+    }
+    assert registry["verified_max_abs_diff"] <= 1e-5
+    version = client(pipeline_repo).get_model_version_by_alias("psr-fer", "champion")
+    assert str(version.version) == registry["version"]
+    assert version.tags["psr.validation"] == "passed"
+
+
+def test_second_repro_does_nothing(pipeline_repo: PipelineRepo):
+    before = sum(len(v) for v in stage_runs(pipeline_repo).values())
+    result = run([str(BIN / "dvc"), "repro"], pipeline_repo.root, timeout=300)
+    assert "Data and pipelines are up to date." in result.stdout
+    assert "Running stage" not in result.stdout
+    assert sum(len(v) for v in stage_runs(pipeline_repo).values()) == before
+
+
+def test_run_cache_restore_keeps_run_ids_and_reregisters(pipeline_repo: PipelineRepo):
+    """Without dvc.lock every tracked stage is restored from the run-cache (no new runs; the
+    restored records still name existing runs); register, kept out of the run-cache, runs again
+    and its equal metric does not move the champion."""
+    root = pipeline_repo.root
+    records = {stage: record(pipeline_repo, stage)["run_id"] for stage in STAGES[:-1]}
+    before = {k: len(v) for k, v in stage_runs(pipeline_repo).items()}
+    lock = root / "dvc.lock"
+    saved = lock.read_text()
+    lock.unlink()
+    try:
+        result = run([str(BIN / "dvc"), "repro"], root, timeout=600)
+    finally:
+        if not lock.exists():
+            lock.write_text(saved)
+    for stage in STAGES[:-1]:
+        assert f"Stage '{stage}' is cached - skipping run" in result.stdout
+        assert record(pipeline_repo, stage)["run_id"] == records[stage]
+    assert "Running stage 'register'" in result.stdout
+    after = {k: len(v) for k, v in stage_runs(pipeline_repo).items()}
+    assert after == {**before, "register": before["register"] + 1}
+    registry = json.loads((root / "reports/registry.json").read_text())
+    assert registry["decision"] == "kept champion"
+    assert registry["aliases"]["champion"] != registry["version"]
+    assert registry["aliases"]["challenger"] == registry["version"]
+
+
+def test_temp_experiment_logs_to_the_shared_database(pipeline_repo: PipelineRepo):
+    """``dvc exp run --temp -S`` runs in .dvc/tmp/exps; its runs land in the repo's mlflow.db."""
+    root = pipeline_repo.root
+    result = run(
+        [str(BIN / "dvc"), "exp", "run", "--temp", "-n", "short", "-S", "train.phase1.epochs=1"],
+        root,
+        timeout=900,
+    )
+    assert "Running stage 'train'" in result.stdout
+    train_runs = [
+        r
+        for r in stage_runs(pipeline_repo)["train"]
+        if "/.dvc/tmp/exps/" in r.data.tags.get("psr.workspace", "")
+    ]
+    assert len(train_runs) == 1
+    assert train_runs[0].data.params["train.phase1.epochs"] == "1"
+    assert not list((root / ".dvc" / "tmp").rglob("mlflow.db"))
+    shown = json.loads(run([str(BIN / "dvc"), "exp", "show", "--json"], root).stdout)
+    assert "short" in json.dumps(shown)
+
+
+def test_champion_gate(pipeline_repo: PipelineRepo, monkeypatch):
+    """A worse model becomes challenger only; a better one takes champion, the old one previous."""
+    from pipeline.params import load_params
+    from pipeline.stages import register
+
+    root = pipeline_repo.root
+    monkeypatch.chdir(root)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", pipeline_repo.tracking_uri)
+    mlflow_client = client(pipeline_repo)
+    version = mlflow_client.get_model_version_by_alias("psr-fer", "champion")
+    champion = str(version.version)
+    params = load_params()
+    current = float(version.tags["psr.metric.accuracy"])  # the bar the gate compares with
+
+    import mlflow
+
+    mlflow.set_tracking_uri(pipeline_repo.tracking_uri)
+    with mlflow.start_run():
+        worse = register.register(params, register.CHECKPOINT, current - 0.05)
+    assert worse["decision"] == "kept champion"
+    assert worse["aliases"]["champion"] == champion
+    assert worse["aliases"]["challenger"] == worse["version"]
+    with mlflow.start_run():
+        better = register.register(params, register.CHECKPOINT, current + 0.05)
+    assert better["decision"] == "promoted"
+    assert better["aliases"] == {
+        "champion": better["version"],
+        "challenger": better["version"],
+        "previous": champion,
+    }
+
+
+def test_alias_moves_are_all_or_nothing(pipeline_repo: PipelineRepo, monkeypatch):
+    from mlflow import MlflowClient
+
+    from pipeline.stages.register import current_aliases, move_aliases
+
+    mlflow_client = client(pipeline_repo)
+    before = current_aliases(mlflow_client, "psr-fer")
+    calls = []
+    original = MlflowClient.set_registered_model_alias
+
+    def flaky(self, name, alias, version):
+        calls.append(alias)
+        if len(calls) == 2:
+            raise RuntimeError("registry went away")
+        return original(self, name, alias, version)
+
+    monkeypatch.setattr(MlflowClient, "set_registered_model_alias", flaky)
+    with pytest.raises(RuntimeError, match="went away"):
+        move_aliases(mlflow_client, "psr-fer", {"challenger": "1", "champion": "1"})
+    monkeypatch.undo()
+    assert current_aliases(mlflow_client, "psr-fer") == before
+
+
+@contextmanager
+def background(command: list[str], cwd: Path, log: Path, **env: str):
+    """A server process in its own process group, stopped (TERM, then KILL) on exit."""
+    with open(log, "w") as out:
+        process = subprocess.Popen(
+            command,
+            cwd=cwd,
+            env=clean_env(**env),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        yield process
+    finally:
+        for sig, wait in ((signal.SIGTERM, 20), (signal.SIGKILL, 10)):
+            if process.poll() is not None:
+                break
+            os.killpg(process.pid, sig)
+            try:
+                process.wait(timeout=wait)
+            except subprocess.TimeoutExpired:
+                continue
+
+
+def wait_for(url: str, process: subprocess.Popen, log: Path, timeout: float = 240) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            pytest.fail(f"server exited ({process.returncode}):\n{log.read_text()[-4000:]}")
+        try:
+            if requests.get(url, timeout=5).ok:
+                return
+        except requests.RequestException:
+            pass
+        time.sleep(1)
+    pytest.fail(f"{url} did not answer in {timeout} s:\n{log.read_text()[-4000:]}")
+
+
+def test_served_champion_answers_http(pipeline_repo: PipelineRepo, tmp_path, monkeypatch):
+    import mlflow
+
+    from psr.data.prepared import load_split
+    from psr.inference import Predictor
+
+    root = pipeline_repo.root
+    port = free_port()
+    images = np.asarray(load_split(root / "data/prepared/tiny", "test").images[:3])
+    command = [
+        str(BIN / "mlflow"),
+        "models",
+        "serve",
+        "-m",
+        "models:/psr-fer@champion",
+        "--env-manager",
+        "local",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+    ]
+    log = tmp_path / "serve.log"
+    with background(command, root, log, MLFLOW_TRACKING_URI=pipeline_repo.tracking_uri) as server:
+        wait_for(f"http://127.0.0.1:{port}/ping", server, log)
+        response = requests.post(
+            f"http://127.0.0.1:{port}/invocations",
+            json={"inputs": images.tolist()},
+            timeout=120,
+        )
+        readme = subprocess.run(  # the request documented in docs/pipeline.md
+            [
+                "curl",
+                "-s",
+                f"http://127.0.0.1:{port}/invocations",
+                "-H",
+                "Content-Type: application/json",
+                "-d",
+                README_REQUEST,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+    assert response.status_code == 200, response.text
+    assert len(json.loads(readme.stdout)["predictions"]) == 1, readme.stdout
+    rows = response.json()["predictions"]
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", pipeline_repo.tracking_uri)
+    mlflow.set_tracking_uri(pipeline_repo.tracking_uri)
+    predictor = Predictor.from_uri("models:/psr-fer@champion", detect=False)  # its checkpoint
+    assert [list(r) for r in rows] == [list(predictor.class_names)] * len(images)
+    served = np.array([[r[name] for name in predictor.class_names] for r in rows])
+    np.testing.assert_allclose(served.sum(axis=1), 1.0, atol=1e-5)
+    np.testing.assert_allclose(served, predictor.probabilities(list(images)), atol=1e-5)
+
+
+def test_prefect_deployment_run_completes(pipeline_repo: PipelineRepo, tmp_path):
+    """prefect.yaml deployed to a real local server; a process worker runs psr-pipeline (all
+    stages up to date: DVC skips them) and psr-tune (two parallel Optuna workers)."""
+    root = pipeline_repo.root
+    port = free_port()
+    api = f"http://127.0.0.1:{port}/api"
+    env = {"PREFECT_HOME": str(tmp_path / "prefect"), "PREFECT_API_URL": api}
+    prefect = str(BIN / "prefect")
+    server_log, worker_log = tmp_path / "server.log", tmp_path / "worker.log"
+    server_cmd = [prefect, "server", "start", "--host", "127.0.0.1", "--port", str(port)]
+    with background(server_cmd, root, server_log, **env) as server:
+        wait_for(f"{api}/health", server, server_log)
+        run([prefect, "work-pool", "create", "psr-process", "--type", "process"], root, **env)
+        run([prefect, "--no-prompt", "deploy", "--all"], root, timeout=300, **env)
+        worker_cmd = [prefect, "worker", "start", "--pool", "psr-process"]
+        with background(worker_cmd, root, worker_log, **env):
+            result = run(
+                [prefect, "deployment", "run", "psr-pipeline/local", "--watch"],
+                root,
+                timeout=900,
+                **env,
+            )
+            tune_cmd = [prefect, "deployment", "run", "psr-tune/local", "--watch"]
+            tuned = run(
+                [*tune_cmd, "-p", "workers=2", "-p", "n_trials=2"],
+                root,
+                timeout=900,
+                **env,
+            )
+        runs = requests.post(f"{api}/flow_runs/filter", json={}, timeout=30).json()
+        artifacts = requests.post(f"{api}/artifacts/filter", json={}, timeout=30).json()
+    states = {r["name"]: r["state"]["type"] for r in runs}
+    assert sorted(states.values()) == ["COMPLETED", "COMPLETED"], (result.stdout, tuned.stdout)
+    report = next(a for a in artifacts if a["key"] == "psr-pipeline-report")
+    assert "| evaluate | accuracy |" in report["data"]
+    assert "Model registry" in report["data"]
+    assert any(a["key"] == "psr-tune-report" for a in artifacts)
+    # the two workers' trials share one journal study and nest under one MLflow run
+    assert (root / "optuna.journal").is_file()
+    parallel = [r for r in stage_runs(pipeline_repo)["tune"] if r.info.run_name == "tune-parallel"]
+    assert len(parallel) == 1
+    nested = [
+        r
+        for r in stage_runs(pipeline_repo)["tune"]
+        if r.data.tags.get("mlflow.parentRunId") == parallel[0].info.run_id
+    ]
+    assert len(nested) >= 2

@@ -1,0 +1,128 @@
+"""params.yaml validation: the repository's file, typos, wrong types, edits like ``dvc exp -S``."""
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from pipeline.params import Params, load_params, parse_params, set_params
+from pipeline.training import apply_overrides, check_space
+
+REPO = Path(__file__).resolve().parents[2]
+PARAMS = REPO / "params.yaml"
+RECIPES = sorted((REPO / "configs").glob("*.yaml"))
+
+
+@pytest.fixture
+def data() -> dict:
+    return yaml.safe_load(PARAMS.read_text())
+
+
+def test_repository_params_validate():
+    params = load_params(PARAMS)
+    assert isinstance(params, Params)
+    assert params.dataset_name == "synthetic"
+    check_space(params)
+
+
+@pytest.mark.parametrize("recipe", RECIPES, ids=lambda p: p.stem)
+def test_recipes_validate_on_top_of_the_defaults(recipe: Path, data: dict):
+    """Each recipe is a partial params file: merged over params.yaml it must validate."""
+    overlay = yaml.safe_load(recipe.read_text())
+
+    def merge(base: dict, top: dict) -> dict:
+        out = dict(base)
+        for key, value in top.items():
+            both = isinstance(value, dict) and isinstance(base.get(key), dict)
+            out[key] = merge(base[key], value) if both else value
+        return out
+
+    params = parse_params(merge(data, overlay), str(recipe))
+    check_space(params)
+    assert params.model.pretrained == "imagenet"
+    assert params.model.width == 1.0
+
+
+@pytest.mark.parametrize(
+    ("section", "path", "value", "message"),
+    [
+        ("train", ["phase1", "lr"], 0.1, "train.phase1.lr: Extra inputs are not permitted"),
+        ("register", ["metrik"], "accuracy", "register.metrik: Extra inputs are not permitted"),
+        ("tune", ["pruner", "patience"], 3, "tune.pruner.patience: Extra inputs"),
+        ("model", ["width"], "wide", "model.width: Input should be a valid number"),
+        ("train", ["batch_size"], "big", "train.batch_size: Input should be a valid integer"),
+        ("download", ["synth", "train"], -5, "download.synth.train: Input should be greater"),
+        ("evaluate", ["tta"], "maybe", "evaluate.tta: Input should be a valid boolean"),
+    ],
+)
+def test_errors_name_the_key(data, section, path, value, message):
+    node = data[section]
+    for key in path[:-1]:
+        node = node[key]
+    node[path[-1]] = value
+    with pytest.raises(ValueError, match=r"invalid parameters") as err:
+        parse_params(data)
+    assert message in str(err.value)
+    assert "params.yaml" in str(err.value)
+
+
+def test_unknown_section_is_an_error(data):
+    data["trian"] = {"batch_size": 3}
+    with pytest.raises(ValueError, match=r"trian: Extra inputs are not permitted"):
+        parse_params(data)
+
+
+def test_synthetic_download_needs_the_raw_folder_as_source(data):
+    data["prepare"]["source"] = "/somewhere/else"
+    with pytest.raises(ValueError, match=r"set prepare.source to data/raw"):
+        parse_params(data)
+
+
+def test_search_space_paths_are_checked(data):
+    data["tune"]["space"] = {"train.phase1.lrz": {"type": "float", "low": 0.1, "high": 1.0}}
+    with pytest.raises(ValueError, match=r"tune.space: train.phase1.lrz: no parameter"):
+        check_space(parse_params(data))
+    data["tune"]["space"] = {"optimizer.lr": {"type": "float", "low": 0.1, "high": 1.0}}
+    with pytest.raises(ValueError, match=r"paths start with 'train.' or 'model.'"):
+        parse_params(data)
+    data["tune"]["space"] = {"train.batch_size": {"type": "int", "low": 4, "high": 2}}
+    with pytest.raises(ValueError, match=r"needs low <= high"):
+        parse_params(data)
+
+
+def test_overrides_write_into_lists_and_revalidate(data):
+    params = parse_params(data)
+    tuned = apply_overrides(params, {"train.phase1.lrs.1": 0.02, "model.sr_res_blocks": 3})
+    assert tuned.train.phase1.lrs[1] == 0.02
+    assert tuned.train.phase1.lrs[0] == params.train.phase1.lrs[0]
+    assert tuned.model.sr_res_blocks == 3
+    assert params.train.phase1.lrs[1] != 0.02  # the original is untouched
+    with pytest.raises(ValueError, match=r"train.phase1.lrs.7.*not an index"):
+        apply_overrides(params, {"train.phase1.lrs.7": 0.1})
+    with pytest.raises(ValueError, match=r"tuned parameters: train.batch_size"):
+        apply_overrides(params, {"train.batch_size": 0})
+
+
+def test_set_params_keeps_comments_and_refuses_invalid_edits(tmp_path):
+    path = tmp_path / "params.yaml"
+    path.write_text(PARAMS.read_text())
+    params = set_params(path, ["train.phase1.epochs=1", "evaluate.tta=false"])
+    assert params.train.phase1.epochs == 1
+    assert params.evaluate.tta is False
+    text = path.read_text()
+    assert "# Every knob of the pipeline" in text  # comments survive the round trip
+    assert load_params(path).train.phase1.epochs == 1
+    with pytest.raises(ValueError, match=r"train.phase1.epochs"):
+        set_params(path, ["train.phase1.epochs=-3"])
+    assert path.read_text() == text  # unchanged after a refused edit
+    with pytest.raises(ValueError, match=r"expected section.key=value"):
+        set_params(path, ["train.phase1.epochs"])
+
+
+def test_missing_file_and_bad_yaml(tmp_path):
+    with pytest.raises(FileNotFoundError, match=r"parameter file not found"):
+        load_params(tmp_path / "nope.yaml")
+    bad = tmp_path / "params.yaml"
+    bad.write_text("train: [unclosed\n")
+    with pytest.raises(ValueError, match=r"not valid YAML"):
+        load_params(bad)

@@ -1,0 +1,49 @@
+"""The champion gate and the pyfunc's input contract (no registry needed)."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from pipeline.params import RegisterParams
+from pipeline.pyfunc import as_images
+from pipeline.stages.register import decide
+
+
+def test_first_version_becomes_champion():
+    decision = decide(0.5, None, RegisterParams())
+    assert decision.promote and decision.reason == "no champion yet"
+
+
+@pytest.mark.parametrize(
+    ("new", "champion", "greater", "margin", "promote"),
+    [
+        (0.80, 0.70, True, 0.0, True),
+        (0.70, 0.80, True, 0.0, False),
+        (0.70, 0.70, True, 0.0, False),  # a tie keeps the champion
+        (0.71, 0.70, True, 0.02, False),  # not by more than the margin
+        (0.30, 0.40, False, 0.0, True),  # a loss: lower is better
+        (0.50, 0.40, False, 0.0, False),
+    ],
+)
+def test_gate_compares_on_the_configured_direction(new, champion, greater, margin, promote):
+    cfg = RegisterParams(greater_is_better=greater, min_improvement=margin)
+    decision = decide(new, champion, cfg, champion_version="3")
+    assert decision.promote is promote
+    assert decision.champion == champion and decision.champion_version == "3"
+
+
+def test_champion_of_another_dataset_is_not_compared():
+    decision = decide(0.99, 0.1, RegisterParams(), champion_version="1", same_dataset=False)
+    assert not decision.promote and "another dataset" in decision.reason
+
+
+def test_pyfunc_inputs():
+    gray = np.zeros((2, 5, 6), dtype=np.uint8)
+    assert as_images(gray).shape == (2, 5, 6, 1)
+    assert as_images(np.ones((1, 4, 4, 3), dtype=np.int64)).dtype == np.uint8
+    with pytest.raises(ValueError, match="C in"):
+        as_images(np.zeros((1, 4, 4, 2), dtype=np.uint8))
+    with pytest.raises(ValueError, match=r"0\.\.255"):
+        as_images(np.full((1, 4, 4, 1), 300))
+    with pytest.raises(ValueError, match="tensor input"):
+        as_images(pd.DataFrame({"a": [1]}))
