@@ -14,10 +14,10 @@ import time
 
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
-import cv2
 import numpy as np
 import torch
 
+from psr.data.synthetic.frontal import frontal_face
 from psr.detect import HaarDetector
 from psr.inference import Predictor
 from psr.models import create_model
@@ -31,30 +31,11 @@ CONFIGS = {
 }
 
 
-def cartoon_face(size: int) -> np.ndarray:
-    """A gray drawn face that OpenCV's frontal Haar cascade detects."""
-    img = np.full((size, size), 90, np.uint8)
-    c = size // 2
-
-    def px(f: float) -> int:
-        return max(1, int(size * f))
-
-    cv2.ellipse(img, (c, c), (px(0.36), px(0.46)), 0, 0, 360, 200, -1)
-    for side in (-1, 1):
-        ex, ey = c + side * px(0.16), c - px(0.08)
-        cv2.ellipse(img, (ex, ey - px(0.09)), (px(0.1), px(0.025)), 0, 180, 360, 40, -1)
-        cv2.ellipse(img, (ex, ey), (px(0.08), px(0.04)), 0, 0, 360, 250, -1)
-        cv2.circle(img, (ex, ey), px(0.035), 20, -1)
-    cv2.ellipse(img, (c, c + px(0.1)), (px(0.05), px(0.03)), 0, 0, 360, 150, -1)
-    cv2.ellipse(img, (c, c + px(0.25)), (px(0.14), px(0.05)), 0, 0, 360, 60, -1)
-    return cv2.GaussianBlur(img, (0, 0), size / 100)
-
-
 def photo(height: int, width: int, face: int) -> np.ndarray:
     """An RGB photo with one face in the middle."""
     canvas = np.full((height, width, 3), (110, 140, 170), np.uint8)
     y, x = (height - face) // 2, (width - face) // 2
-    canvas[y : y + face, x : x + face] = cartoon_face(face)[:, :, None]
+    canvas[y : y + face, x : x + face] = frontal_face(face)[:, :, None]
     return canvas
 
 

@@ -2,26 +2,8 @@ import cv2
 import numpy as np
 import pytest
 
+from psr.data.synthetic.frontal import frontal_face
 from psr.detect import Box, HaarDetector, YuNetDetector, create_detector, crop_face, to_rgb
-
-
-def draw_face(size: int) -> np.ndarray:
-    """A gray cartoon face (skin oval, brows, eyes, nose, mouth), uint8 [size, size]."""
-    img = np.full((size, size), 90, np.uint8)
-    c = size // 2
-
-    def px(f: float) -> int:
-        return max(1, int(size * f))
-
-    cv2.ellipse(img, (c, c), (px(0.36), px(0.46)), 0, 0, 360, 200, -1)
-    for side in (-1, 1):
-        ex, ey = c + side * px(0.16), c - px(0.08)
-        cv2.ellipse(img, (ex, ey - px(0.09)), (px(0.1), px(0.025)), 0, 180, 360, 40, -1)
-        cv2.ellipse(img, (ex, ey), (px(0.08), px(0.04)), 0, 0, 360, 250, -1)
-        cv2.circle(img, (ex, ey), px(0.035), 20, -1)
-    cv2.ellipse(img, (c, c + px(0.1)), (px(0.05), px(0.03)), 0, 0, 360, 150, -1)
-    cv2.ellipse(img, (c, c + px(0.25)), (px(0.14), px(0.05)), 0, 0, 360, 60, -1)
-    return cv2.GaussianBlur(img, (0, 0), size / 100)
 
 
 def paste(face: np.ndarray, canvas_hw: tuple[int, int], xy: tuple[int, int]) -> np.ndarray:
@@ -45,14 +27,14 @@ def haar() -> HaarDetector:
 
 @pytest.mark.parametrize(("size", "xy"), [(60, (300, 100)), (120, (40, 300)), (240, (500, 200))])
 def test_haar_finds_a_drawn_face_in_a_larger_image(haar, size, xy):
-    image = paste(draw_face(size), (600, 800), xy)
+    image = paste(frontal_face(size), (600, 800), xy)
     boxes = haar.detect(image)
     assert len(boxes) == 1
     assert iou(boxes[0].as_tuple(), (*xy, size, size)) > 0.6
 
 
 def test_huge_image_is_downscaled_and_boxes_map_back():
-    image = paste(cv2.resize(draw_face(100), (900, 900)), (4000, 6000), (3500, 2100))
+    image = paste(cv2.resize(frontal_face(100), (900, 900)), (4000, 6000), (3500, 2100))
     small = HaarDetector(max_side=512)
     boxes = small.detect(image)
     assert len(boxes) == 1
@@ -86,7 +68,7 @@ def test_haar_on_the_synthetic_generator_photos(haar):
 
 
 def test_grayscale_and_rgba_inputs_are_detected(haar):
-    image = paste(draw_face(120), (400, 400), (100, 100))
+    image = paste(frontal_face(120), (400, 400), (100, 100))
     gray = image[:, :, 0]
     rgba = np.dstack([image, np.full(image.shape[:2], 255, np.uint8)])
     assert haar.detect(gray)[0].as_tuple() == haar.detect(image)[0].as_tuple()

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from psr.cli import main
+from psr.data.synthetic.frontal import frontal_face
 from psr.data.transforms import eval_transform
 from psr.detect import HaarDetector
 from psr.inference import Predictor, annotate, find_checkpoint, iter_frames, read_image
@@ -16,30 +17,11 @@ NAMES = ("neutral", "happiness", "surprise")
 SIZE = 64
 
 
-def draw_face(size: int) -> np.ndarray:
-    """A gray cartoon face the Haar cascade detects (see tests/test_detect.py)."""
-    img = np.full((size, size), 90, np.uint8)
-    c = size // 2
-
-    def px(f: float) -> int:
-        return max(1, int(size * f))
-
-    cv2.ellipse(img, (c, c), (px(0.36), px(0.46)), 0, 0, 360, 200, -1)
-    for side in (-1, 1):
-        ex, ey = c + side * px(0.16), c - px(0.08)
-        cv2.ellipse(img, (ex, ey - px(0.09)), (px(0.1), px(0.025)), 0, 180, 360, 40, -1)
-        cv2.ellipse(img, (ex, ey), (px(0.08), px(0.04)), 0, 0, 360, 250, -1)
-        cv2.circle(img, (ex, ey), px(0.035), 20, -1)
-    cv2.ellipse(img, (c, c + px(0.1)), (px(0.05), px(0.03)), 0, 0, 360, 150, -1)
-    cv2.ellipse(img, (c, c + px(0.25)), (px(0.14), px(0.05)), 0, 0, 360, 60, -1)
-    return cv2.GaussianBlur(img, (0, 0), size / 100)
-
-
 def photo(face_size: int = 120, hw: tuple[int, int] = (360, 480), xy=(200, 100)) -> np.ndarray:
     """RGB uint8 photo with one drawn face at ``xy``."""
     canvas = np.full((*hw, 3), (110, 140, 170), np.uint8)
     x, y = xy
-    canvas[y : y + face_size, x : x + face_size] = draw_face(face_size)[:, :, None]
+    canvas[y : y + face_size, x : x + face_size] = frontal_face(face_size)[:, :, None]
     return canvas
 
 
@@ -316,7 +298,7 @@ def test_cli_predict_no_detect_and_errors(folder, checkpoint, tmp_path, capsys):
 
 def test_huge_photo_box_is_in_original_pixels(checkpoint):
     big = np.full((4000, 6000, 3), 120, np.uint8)
-    big[1500:2400, 3000:3900] = cv2.resize(draw_face(100), (900, 900))[:, :, None]
+    big[1500:2400, 3000:3900] = cv2.resize(frontal_face(100), (900, 900))[:, :, None]
     predictor = Predictor.from_checkpoint(checkpoint, max_side=800)
     (record,) = predictor.predict_arrays([big])
     x, y, w, h = record.box
