@@ -27,6 +27,8 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.logging import get_run_logger
 
+from pipeline.paths import PARAMS_FILE, REGISTRY_FILE, report_dir
+
 STAGES: tuple[str, ...] = (
     "download",
     "prepare",
@@ -112,19 +114,13 @@ def _number(value: Any) -> str:
 def report_markdown(repo: Path) -> str:
     """The metrics table and the registry decision, from the stages' reports."""
     rows = []
-    sources = {
-        "evaluate": repo / "reports/evaluate/metrics.json",
-        "train": repo / "reports/train/metrics.json",
-        "tune": repo / "reports/tune/metrics.json",
-        "sr_pretrain": repo / "reports/sr_pretrain/metrics.json",
-    }
-    for stage, path in sources.items():
-        for key, value in _read(path).items():
+    for stage in ("evaluate", "train", "tune", "sr_pretrain"):
+        for key, value in _read(repo / report_dir(stage) / "metrics.json").items():
             per_class = key.startswith(PER_CLASS_PREFIXES)
             if isinstance(value, int | float) and not isinstance(value, bool) and not per_class:
                 rows.append(f"| {stage} | {key} | {_number(value)} |")
     lines = ["# PSR-FER pipeline", "", "| stage | metric | value |", "|---|---|---|", *rows]
-    registry = _read(repo / "reports/registry.json")
+    registry = _read(repo / REGISTRY_FILE)
     if registry:
         metric = registry.get("metric", {})
         aliases = ", ".join(f"`{a}` -> v{v}" for a, v in sorted(registry["aliases"].items()))
@@ -159,7 +155,7 @@ def psr_pipeline(
     if unknown:
         raise ValueError(f"unknown stage(s) {unknown}; stages: {list(STAGES)}")
     if set_params:
-        apply(root / "params.yaml", list(set_params))
+        apply(root / PARAMS_FILE, list(set_params))
     previous = None
     for stage in (s for s in STAGES if s in selected):  # DAG order whatever the input order
         retries = RETRIED.get(stage, 0)
@@ -176,7 +172,8 @@ def psr_pipeline(
 
 @task(cache_policy=NO_CACHE, task_run_name="tune-worker-{index}")
 def tune_worker(index: int, repo: str, parent_run_id: str, storage: str, n_trials: int | None):
-    """One Optuna worker process running trials of the shared study."""
+    """One Optuna worker process running trials of the shared study (its index decides its
+    sampler seed)."""
     command = [
         sys.executable,
         "-m",
@@ -186,6 +183,8 @@ def tune_worker(index: int, repo: str, parent_run_id: str, storage: str, n_trial
         parent_run_id,
         "--storage",
         storage,
+        "--worker",
+        str(index),
     ]
     if n_trials is not None:
         command += ["--n-trials", str(n_trials)]
@@ -204,10 +203,8 @@ def psr_tune(
     import mlflow
     import optuna
 
-    from pipeline import tracking
+    from pipeline import tracking, tuning
     from pipeline.params import load_params
-    from pipeline.stages import tune
-    from pipeline.training import with_sr_weights
 
     if workers < 1:
         raise ValueError(f"workers must be >= 1, got {workers}")
@@ -225,18 +222,13 @@ def psr_tune(
         ) as parent:
             futures = [
                 tune_worker.submit(i, str(root), parent.info.run_id, storage, n_trials)
-                for i in range(workers)
+                for i in range(1, workers + 1)  # worker 0 is the DVC stage
             ]
             for future in futures:
                 future.result()
-            from psr.data.prepared import read_manifest
-
-            study_params = with_sr_weights(params)
-            name = tune.study_name(
-                study_params, tracking.data_checksum(read_manifest(params.prepared_dir))
-            )
-            study = optuna.load_study(study_name=name, storage=tune.open_storage(storage))
-            document, metrics = tune.summarize(study)
+            _, name = tuning.study_for(params)
+            study = optuna.load_study(study_name=name, storage=tuning.open_storage(storage))
+            document, metrics = tuning.summarize(study)
             mlflow.log_metrics(metrics)
     lines = [
         f"# Optuna study `{name}`",

@@ -1,9 +1,10 @@
 """``params.yaml`` -> typed configuration, validated at the start of every stage.
 
-One section per stage. Sections that configure the library are the library's own pydantic models
-(``prepare`` = :class:`psr.data.prepare.PrepareConfig`, ``model`` = :class:`ModelConfig`,
-``train`` = :class:`TrainConfig`, ``download.synth`` = :class:`SynthConfig`); the rest are defined
-here. Every model forbids unknown keys, so a typo is an error that names the key
+One section per stage. A section that configures a library job is that job's own pydantic
+model (``prepare``, ``priors``, ``sr_pretrain``, ``evaluate``: the configs of :mod:`psr.jobs`;
+``model`` = :class:`ModelConfig`, ``train`` = :class:`TrainConfig`, ``download.synth`` =
+:class:`SynthConfig`); the pipeline's own sections (download, tune, register) are defined here.
+Every model forbids unknown keys, so a typo is an error that names the key
 (``params.yaml: train.phase1.lr: Extra inputs are not permitted``), never a silent default.
 """
 
@@ -16,17 +17,14 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from psr.data.prepare import PrepareConfig
+from pipeline.paths import PARAMS_FILE, RAW_DIR, prepared_dir
 from psr.data.synthetic import SynthConfig
 from psr.engine.config import TrainConfig
+from psr.jobs.evaluate import EvaluateConfig
+from psr.jobs.prepare import PrepareConfig
+from psr.jobs.priors import PriorsConfig
+from psr.jobs.sr_pretrain import SRPretrainConfig
 from psr.models.config import ModelConfig
-
-PARAMS_FILE = Path("params.yaml")
-
-#: Where the download stage writes the raw files (a DVC output).
-RAW_DIR = Path("data/raw")
-#: Where the prepare stage writes ``<name>/`` (a DVC output).
-PREPARED_DIR = Path("data/prepared")
 
 
 class Section(BaseModel):
@@ -48,44 +46,6 @@ class DownloadParams(Section):
         description="real FER+: a local fer2013new.csv to copy into data/raw; null downloads it "
         "from microsoft/FERPlus when prepare.votes points into data/raw",
     )
-
-
-class PriorsParams(Section):
-    """The PDLS label prior (psr.priors)."""
-
-    kind: Literal["votes", "uniform"] = Field(
-        "votes",
-        description="votes: the paper's prior from crowd votes (the train split's, or votes_file "
-        "re-indexed); uniform: 1/K (PDLS becomes plain label smoothing)",
-    )
-    votes_file: Path | None = Field(
-        None, description="FER+ vote file (fer2013new.csv) for datasets without crowd votes"
-    )
-    missing: Literal["error", "uniform"] = Field(
-        "error", description="a class without training images: error, or a uniform row"
-    )
-
-
-class SRPretrainParams(Section):
-    """Self-supervised pre-training of the SR network on the training faces.
-
-    The architecture (kind, features, blocks) and the resolution come from the ``model`` section,
-    so the state dict loads into ``model.sr``.
-    """
-
-    enabled: bool = Field(
-        True, description="false: train uses model.sr_weights as given (e.g. the official EDSR)"
-    )
-    epochs: int = Field(3, ge=1)
-    batch_size: int = Field(64, ge=1)
-    lr: float = Field(1e-3, gt=0, description="Adam learning rate (cosine decay to 1%)")
-    max_images: int | None = Field(
-        None, ge=1, description="use at most this many training faces (seeded subset)"
-    )
-    valid_images: int = Field(256, ge=1, description="validation faces for the PSNR report")
-    seed: int = Field(0, ge=0)
-    device: Literal["auto", "cpu", "cuda"] = "auto"
-    threads: int | None = Field(None, ge=1, description="torch CPU threads; null: torch's")
 
 
 class SearchDim(Section):
@@ -138,26 +98,6 @@ class TuneParams(Section):
     )
 
 
-class EvaluateParams(Section):
-    """Test-set evaluation and reports (psr.report.report_checkpoint)."""
-
-    split: Literal["test", "valid"] = "test"
-    tta: bool = Field(True, description="the paper's test-time augmentation")
-    compare_plain: bool = Field(
-        False, description="with tta: also evaluate without TTA and report both side by side"
-    )
-    tta_repeats: int = Field(3, ge=1, description="TTA repeats (paper: 3)")
-    batch_size: int = Field(128, ge=1)
-    device: Literal["auto", "cpu", "cuda"] = "auto"
-    workers: int = Field(0, ge=0)
-    seed: int = Field(0, ge=0)
-    breakdown_by: str | None = Field(
-        None,
-        description="synthetic data: a generation.csv column (face_size, intensity, ...) to "
-        "break accuracy down by",
-    )
-
-
 class RegisterParams(Section):
     """MLflow model registry: a new version, then the champion gate."""
 
@@ -175,12 +115,12 @@ class Params(Section):
 
     download: DownloadParams = Field(default_factory=DownloadParams)
     prepare: PrepareConfig
-    priors: PriorsParams = Field(default_factory=PriorsParams)
-    sr_pretrain: SRPretrainParams = Field(default_factory=SRPretrainParams)
+    priors: PriorsConfig = Field(default_factory=PriorsConfig)
+    sr_pretrain: SRPretrainConfig = Field(default_factory=SRPretrainConfig)
     tune: TuneParams = Field(default_factory=TuneParams)
     model: ModelConfig = Field(default_factory=ModelConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
-    evaluate: EvaluateParams = Field(default_factory=EvaluateParams)
+    evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
     # ``register`` would shadow pydantic's (ABC) ``register`` classmethod: aliased.
     registry: RegisterParams = Field(default_factory=RegisterParams, alias="register")
 
@@ -208,7 +148,7 @@ class Params(Section):
 
     @property
     def prepared_dir(self) -> Path:
-        return PREPARED_DIR / self.dataset_name
+        return prepared_dir(self.dataset_name)
 
 
 def _location(loc: tuple[Any, ...]) -> str:
@@ -251,7 +191,7 @@ def set_params(path: str | Path, assignments: list[str]) -> Params:
     YAML; comments and order are kept); the file changes only if the result validates."""
     from ruamel.yaml import YAML
 
-    from pipeline.workspace import write_text_atomic
+    from psr.fileio import write_text
 
     path = Path(path)
     rt = YAML()
@@ -276,5 +216,5 @@ def set_params(path: str | Path, assignments: list[str]) -> Params:
 
     buffer = StringIO()
     rt.dump(document, buffer)
-    write_text_atomic(path, buffer.getvalue())
+    write_text(path, buffer.getvalue())
     return params

@@ -24,7 +24,8 @@ from typing import Any
 import mlflow
 from mlflow.exceptions import MlflowException
 
-from pipeline.workspace import git_commit, shared_root, workspace, write_json_atomic
+from pipeline.workspace import git_commit, shared_root, workspace
+from psr.fileio import write_json
 
 #: MLflow caps a parameter value's length; longer values are truncated with a marker.
 _MAX_PARAM_LENGTH = 6000
@@ -151,7 +152,7 @@ def stage_run(
             log_params(params)
         yield run
         if record is not None:
-            write_json_atomic(record, run_record(run, stage))
+            write_json(record, run_record(run, stage))
 
 
 def epoch_logger(prefix: str = "") -> Callable[[int, Mapping[str, float]], None]:

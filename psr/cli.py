@@ -1,6 +1,6 @@
-"""The ``psr`` command. Each subcommand lives in ``psr/commands/<name>.py`` and exposes
-``HELP``, ``add_arguments(parser)`` and ``run(args) -> int``; heavy imports stay inside ``run``
-so that ``psr --help`` is instant."""
+"""The ``psr`` command. Each subcommand lives in ``psr/commands/<name>.py`` (``sr_pretrain.py``
+is ``psr sr-pretrain``) and exposes ``HELP``, ``add_arguments(parser)`` and ``run(args) -> int``;
+heavy imports stay inside ``run`` so that ``psr --help`` is instant."""
 
 from __future__ import annotations
 
@@ -12,16 +12,19 @@ import sys
 
 import psr.commands
 
+DESCRIPTION = (
+    "PSR-FER: prepare FER datasets, train, evaluate and serve the Pyramid with Super "
+    "Resolution network for facial expression recognition."
+)
 EXIT_BROKEN_PIPE = 128 + 13  # what a shell reports for a process killed by SIGPIPE
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="psr", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="psr", description=DESCRIPTION)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for info in sorted(pkgutil.iter_modules(psr.commands.__path__), key=lambda m: m.name):
-        name = info.name
-        module = importlib.import_module(f"psr.commands.{name}")
-        cmd = sub.add_parser(name, help=module.HELP, description=module.HELP)
+        module = importlib.import_module(f"psr.commands.{info.name}")
+        cmd = sub.add_parser(info.name.replace("_", "-"), help=module.HELP, description=module.HELP)
         module.add_arguments(cmd)
         cmd.set_defaults(_run=module.run)
     return parser

@@ -32,6 +32,7 @@ from psr.data.transforms import (
     eval_transform,
     tta_transforms,
 )
+from psr.device import resolve_device
 from psr.metrics import classification_metrics
 from psr.models import fuse
 
@@ -56,16 +57,6 @@ class EvalResult:
     @property
     def preds(self) -> np.ndarray:
         return self.probs.argmax(axis=1)
-
-
-def resolve_device(device: str) -> torch.device:
-    """``auto`` -> the GPU when there is one, else the CPU; anything else as torch parses it."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        return torch.device(device)
-    except RuntimeError as err:
-        raise ValueError(f"unknown device {device!r}: {err}") from err
 
 
 def branch_names_of(model: nn.Module, n_branches: int) -> tuple[str, ...]:

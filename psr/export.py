@@ -8,20 +8,18 @@ input expects are stored as ONNX metadata, so a server needs only the ``.onnx`` 
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import numpy as np
 import onnx
 import torch
 
+from psr.data.transforms import IMAGENET_MEAN, IMAGENET_STD
+from psr.fileio import atomic_path
 from psr.models import FusedModel, PSRNet, load_model
 
 INPUT_NAME = "image"
 OUTPUT_NAME = "probabilities"
-#: ImageNet statistics the model inputs are normalised with (the paper's preprocessing).
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 OPSET = 18
 
 
@@ -74,13 +72,8 @@ def export_onnx(
     }
     onnx.helper.set_model_props(proto, metadata)
     out_path = Path(out_path)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_path.with_name(f".{out_path.name}.{os.getpid()}.tmp")
-    try:
+    with atomic_path(out_path) as tmp:
         onnx.save_model(proto, tmp)
-        os.replace(tmp, out_path)
-    finally:
-        tmp.unlink(missing_ok=True)
     return out_path
 
 

@@ -1,4 +1,4 @@
-"""Atomic outputs: a file or a folder appears complete or not at all.
+"""Atomic outputs, and the few file helpers every layer shares.
 
 Everything is written to a temporary sibling (same file system) and renamed into place, so an
 interrupted run never leaves a half-written output for DVC or a reader to pick up.
@@ -7,34 +7,83 @@ interrupted run never leaves a half-written output for DVC or a reader to pick u
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import json
 import os
 import shutil
 import tempfile
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 
-def atomic_write(path: str | Path, data: bytes | Callable[[BinaryIO], object]) -> Path:
-    """Write ``data`` (bytes, or a function that writes to the open binary file) to ``path``."""
+@contextlib.contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """Yield a temporary path next to ``path`` for a writer that needs a file name (a memory
+    map, ONNX); on success it is synced and renamed to ``path``, on failure deleted."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    os.close(fd)
+    tmp = Path(name)
     try:
-        with os.fdopen(fd, "wb") as f:
+        yield tmp
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())  # on disk before the rename makes it the file
+        os.chmod(tmp, 0o644)  # mkstemp makes it private; the outputs are not secret
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def atomic_write(
+    path: str | Path,
+    data: bytes | Callable[[BinaryIO], object],
+    *,
+    verify: Callable[[Path], object] | None = None,
+) -> Path:
+    """Write ``data`` (bytes, or a function that writes to the open binary file) to ``path``.
+
+    ``verify(tmp_path)`` runs on the complete temporary file before it replaces ``path``: an
+    exception it raises leaves ``path`` as it was (a download that fails validation)."""
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as f:
             if callable(data):
                 data(f)
             else:
                 f.write(data)
-            f.flush()
-            os.fsync(f.fileno())  # on disk before the rename makes it the file
-        os.chmod(tmp, 0o644)  # mkstemp makes it private; the outputs are not secret
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+        if verify is not None:
+            verify(tmp)
     return path
+
+
+def write_text(path: str | Path, text: str) -> Path:
+    """``text`` (UTF-8) to ``path``, atomically."""
+    return atomic_write(path, text.encode("utf-8"))
+
+
+def write_json(path: str | Path, data: Any) -> Path:
+    """``data`` as indented, key-sorted JSON, atomically."""
+    return write_text(path, json.dumps(data, indent=2, sort_keys=True) + "\n")
+
+
+def read_json(path: str | Path) -> Any:
+    """A JSON file; missing or malformed files are errors that name the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: missing (run the step that writes it first)")
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ValueError(f"{path}: invalid JSON: {err}") from err
+
+
+def sha256(path: str | Path) -> str:
+    """Hex sha256 of a file's bytes."""
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 @contextlib.contextmanager

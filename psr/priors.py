@@ -171,6 +171,19 @@ def load_priors(path: str | Path) -> tuple[tuple[str, ...], np.ndarray]:
     return names, _check(names, matrix, str(path))
 
 
+def prior_for_classes(path: str | Path, class_names: Sequence[str]) -> np.ndarray:
+    """The prior in ``path`` in the order of ``class_names``: re-indexed by name (the one rule
+    for a prior computed in another class order); a class it has no row for is an error."""
+    names, matrix = load_priors(path)
+    class_names = tuple(class_names)
+    if names == class_names:
+        return matrix
+    missing = [n for n in class_names if n not in names]
+    if missing:
+        raise ValueError(f"{path}: prior has no rows for classes {missing} (it has {list(names)})")
+    return reindex(matrix, names, class_names)
+
+
 def plot_priors(
     path: str | Path, class_names: Sequence[str], matrix: np.ndarray, title: str = "Label prior"
 ) -> None:

@@ -5,7 +5,7 @@ import pytest
 
 from psr.cli import build_parser, main
 
-COMMANDS = {"synth", "prepare", "priors", "train", "evaluate", "predict", "export"}
+COMMANDS = {"synth", "prepare", "priors", "sr-pretrain", "train", "evaluate", "predict", "export"}
 
 
 def test_every_subcommand_is_registered():

@@ -1,4 +1,4 @@
-"""What every stage module shares: its output folder, logging and the error contract.
+"""What every stage module shares: logging and the error contract.
 
 A stage is ``python -m pipeline.stages.<name>``: it validates ``params.yaml``, does one job and
 exits 0, or prints a one-line reason and exits 2 for bad input (ValueError, FileNotFoundError).
@@ -10,22 +10,8 @@ import logging
 import os
 import sys
 from collections.abc import Callable
-from pathlib import Path
 
 from pipeline.params import Params, load_params
-
-REPORTS_DIR = Path("reports")
-MODELS_DIR = Path("models")
-RUN_RECORD = "mlflow_run.json"
-
-
-def report_dir(stage: str) -> Path:
-    """``reports/<stage>/``: the stage's metrics, figures and MLflow run record."""
-    return REPORTS_DIR / stage
-
-
-def run_record_path(stage: str) -> Path:
-    return report_dir(stage) / RUN_RECORD
 
 
 def stage_main(stage: str, job: Callable[[Params], None]) -> Callable[[], int]:

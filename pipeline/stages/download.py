@@ -18,9 +18,10 @@ import mlflow
 import pandas as pd
 
 from pipeline import tracking
-from pipeline.params import RAW_DIR, Params
-from pipeline.stages.common import report_dir, run_record_path, stage_main
-from pipeline.workspace import write_json_atomic
+from pipeline.params import Params
+from pipeline.paths import RAW_DIR, report_dir, run_record_path
+from pipeline.stages.common import stage_main
+from psr.fileio import write_json
 
 STAGE = "download"
 SOURCE_RECORD = "source.json"
@@ -78,7 +79,7 @@ def check_real_source(params: Params) -> dict[str, int]:
         fetch_ferplus_votes(votes, local=params.download.ferplus_votes)
     files = check_source(cfg.dataset, cfg.source, cfg.votes, cfg.rafdb_images)
     record = {name: _fingerprint(Path(p)) for name, p in files.items()}
-    write_json_atomic(RAW_DIR / SOURCE_RECORD, {"dataset": cfg.dataset, "files": record})
+    write_json(RAW_DIR / SOURCE_RECORD, {"dataset": cfg.dataset, "files": record})
     return {"source_files": len(record)}
 
 

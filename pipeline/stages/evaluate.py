@@ -1,10 +1,6 @@
-"""Stage ``evaluate``: the trained model on the test split, with the paper's TTA.
-
-Writes ``reports/evaluate/`` through psr.report: ``metrics.json`` (accuracy, macro-F1, UAR, NLL,
-ECE, per-branch accuracy), ``predictions.csv`` (``id,actual,predicted``: DVC's confusion
-template), ``calibration.csv``, figures and ``report.html``. On the synthetic dataset the
-accuracy can be broken down by a generation parameter (``evaluate.breakdown_by``).
-"""
+"""Stage ``evaluate``: the trained model on the test split with the paper's TTA
+(job :mod:`psr.jobs.evaluate`), into ``reports/evaluate/``. On the synthetic dataset accuracy is
+broken down by a column of the generator's ``generation.csv`` (``evaluate.breakdown_by``)."""
 
 from __future__ import annotations
 
@@ -14,56 +10,34 @@ import sys
 import mlflow
 
 from pipeline import tracking
-from pipeline.params import RAW_DIR, Params
-from pipeline.stages.common import report_dir, run_record_path, stage_main
-from pipeline.stages.train import OUT_DIR as MODEL_DIR
+from pipeline.params import Params
+from pipeline.paths import CHECKPOINT, RAW_DIR, report_dir, run_record_path
+from pipeline.stages.common import stage_main
 
 STAGE = "evaluate"
 OUT_DIR = report_dir(STAGE)
-CHECKPOINT = MODEL_DIR / "best.pt"
-#: Headline numbers logged as MLflow metrics (the full document is an artifact).
-LOGGED = ("accuracy", "macro_f1", "uar", "nll", "ece")
 log = logging.getLogger(__name__)
 
 
 def run(params: Params) -> None:
     from psr.data.prepared import read_manifest
     from psr.data.synthetic import GENERATION_FILE
-    from psr.report import report_checkpoint
+    from psr.jobs import evaluate
 
     cfg = params.evaluate
-    manifest = read_manifest(params.prepared_dir)
     with tracking.stage_run(
         STAGE,
         params.dataset_name,
         params={"evaluate": cfg.model_dump(mode="json")},
         record=run_record_path(STAGE),
-        manifest=manifest,
+        manifest=read_manifest(params.prepared_dir),
     ):
-        breakdown = {}
-        if cfg.breakdown_by:
-            breakdown = {"sidecar": RAW_DIR / GENERATION_FILE, "by_column": cfg.breakdown_by}
-        results, _ = report_checkpoint(
-            CHECKPOINT,
-            params.prepared_dir,
-            OUT_DIR,
-            split=cfg.split,
-            tta=("both" if cfg.compare_plain else "on") if cfg.tta else "off",
-            tta_repeats=cfg.tta_repeats,
-            batch_size=cfg.batch_size,
-            device=cfg.device,
-            workers=cfg.workers,
-            seed=cfg.seed,
-            **breakdown,
-        )
-        for variant, result in results.items():
-            prefix = "" if variant == next(iter(results)) else f"{variant}_"
-            mlflow.log_metrics(
-                {f"{prefix}{k}": float(result.metrics[k]) for k in LOGGED if k in result.metrics}
-            )
+        sidecar = RAW_DIR / GENERATION_FILE if cfg.breakdown_by else None
+        result = evaluate.run(cfg, CHECKPOINT, params.prepared_dir, OUT_DIR, sidecar=sidecar)
+        mlflow.log_metrics(result.logged_metrics())
         mlflow.log_artifacts(str(OUT_DIR), artifact_path="evaluation")
-        headline = next(iter(results.values())).metrics
-        log.info("%s accuracy %.4f (%s)", cfg.split, headline["accuracy"], next(iter(results)))
+        name, headline = result.headline
+        log.info("%s accuracy %.4f (%s)", cfg.split, headline.metrics["accuracy"], name)
 
 
 main = stage_main(STAGE, run)

@@ -1,4 +1,4 @@
-"""Stage ``prepare``: raw dataset -> ``data/prepared/<name>/`` (psr.data.prepare)."""
+"""Stage ``prepare``: raw dataset -> ``data/prepared/<name>/`` (job :mod:`psr.jobs.prepare`)."""
 
 from __future__ import annotations
 
@@ -8,16 +8,16 @@ import sys
 import mlflow
 
 from pipeline import tracking
-from pipeline.params import PREPARED_DIR, Params
-from pipeline.stages.common import run_record_path, stage_main
+from pipeline.params import Params
+from pipeline.paths import PREPARED_DIR, run_record_path
+from pipeline.stages.common import stage_main
 
 STAGE = "prepare"
 log = logging.getLogger(__name__)
 
 
 def run(params: Params) -> None:
-    from psr.data.prepare import prepare
-    from psr.data.prepared import read_manifest
+    from psr.jobs import prepare
 
     with tracking.stage_run(
         STAGE,
@@ -25,14 +25,13 @@ def run(params: Params) -> None:
         params={"prepare": params.prepare.model_dump(mode="json")},
         record=run_record_path(STAGE),
     ) as run:
-        root = prepare(params.prepare, PREPARED_DIR)
-        manifest = read_manifest(root)
-        mlflow.set_tag(tracking.TAG_DATA_CHECKSUM, tracking.data_checksum(manifest))
-        counts = {f"images_{split}": info["count"] for split, info in manifest["splits"].items()}
-        counts["skipped"] = len(manifest.get("skipped") or [])
+        result = prepare.run(params.prepare, PREPARED_DIR)
+        mlflow.set_tag(tracking.TAG_DATA_CHECKSUM, tracking.data_checksum(result.manifest))
+        counts = {f"images_{split}": n for split, n in result.counts.items()}
+        counts["skipped"] = result.skipped
         mlflow.log_metrics(counts)
-        mlflow.log_artifact(str(root / "manifest.json"))
-        log.info("prepared %s (%s) in run %s", root, counts, run.info.run_id)
+        mlflow.log_artifact(str(result.root / "manifest.json"))
+        log.info("prepared %s (%s) in run %s", result.root, counts, run.info.run_id)
 
 
 main = stage_main(STAGE, run)

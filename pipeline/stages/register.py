@@ -31,15 +31,13 @@ from mlflow.exceptions import MlflowException
 
 from pipeline import pyfunc, tracking
 from pipeline.params import Params, RegisterParams
-from pipeline.stages.common import run_record_path, stage_main
-from pipeline.stages.evaluate import CHECKPOINT
-from pipeline.stages.evaluate import STAGE as EVALUATE
-from pipeline.stages.train import STAGE as TRAIN
-from pipeline.workspace import read_json, write_json_atomic
+from pipeline.paths import CHECKPOINT, EVALUATE_METRICS, REGISTRY_FILE, run_record_path
+from pipeline.stages.common import stage_main
+from psr.fileio import read_json, write_json
 
 STAGE = "register"
-REGISTRY_FILE = Path("reports/registry.json")
-EVAL_METRICS = Path("reports/evaluate/metrics.json")
+#: Stages whose MLflow runs a registered version points back to.
+SOURCE_STAGES = ("train", "evaluate")
 PYFUNC_FILE = Path(pyfunc.__file__)
 CHAMPION, CHALLENGER, PREVIOUS = "champion", "challenger", "previous"
 ALIASES = (CHAMPION, CHALLENGER, PREVIOUS)
@@ -252,7 +250,7 @@ def register(
 def source_run_ids() -> dict[str, str]:
     """Run ids the train and evaluate stages recorded (also after a run-cache restore)."""
     runs = {}
-    for stage in (TRAIN, EVALUATE):
+    for stage in SOURCE_STAGES:
         path = run_record_path(stage)
         if path.is_file():
             runs[stage] = read_json(path)["run_id"]
@@ -263,10 +261,10 @@ def run(params: Params) -> None:
     from psr.data.prepared import read_manifest
 
     cfg = params.registry
-    metrics = read_json(EVAL_METRICS)
+    metrics = read_json(EVALUATE_METRICS)
     if cfg.metric not in metrics:
         raise ValueError(
-            f"params.yaml: register.metric: {cfg.metric!r} is not in {EVAL_METRICS} "
+            f"params.yaml: register.metric: {cfg.metric!r} is not in {EVALUATE_METRICS} "
             f"(has {sorted(k for k, v in metrics.items() if isinstance(v, int | float))})"
         )
     runs = source_run_ids()
@@ -282,7 +280,7 @@ def run(params: Params) -> None:
         mlflow.set_tags(
             {"psr.registered_version": document["version"], "psr.decision": document["decision"]}
         )
-        write_json_atomic(REGISTRY_FILE, document)
+        write_json(REGISTRY_FILE, document)
         mlflow.log_artifact(str(REGISTRY_FILE))
 
 

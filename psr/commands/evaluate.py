@@ -35,30 +35,30 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from psr.report import HEADLINE, report_checkpoint
+    from psr.jobs import evaluate
+    from psr.report import HEADLINE
 
     if bool(args.by_sidecar) != bool(args.by_column):
         raise ValueError("--by-sidecar and --by-column go together")
-    results, breakdown = report_checkpoint(
-        args.checkpoint,
-        args.data,
-        args.out,
+    cfg = evaluate.EvaluateConfig(
         split=args.split,
-        tta=args.tta,
+        tta=args.tta != "off",
+        compare_plain=args.tta == "both",
         tta_repeats=args.tta_repeats,
         batch_size=args.batch_size,
         device=args.device,
         workers=args.workers,
         seed=args.seed,
-        sidecar=args.by_sidecar,
-        by_column=args.by_column,
-        by_key=args.by_key,
+        breakdown_by=args.by_column,
+        breakdown_key=args.by_key,
         bins=args.bins,
     )
-    print(f"{'metric':<10}" + "".join(f"{name:>10}" for name in results))
+    result = evaluate.run(cfg, args.checkpoint, args.data, args.out, sidecar=args.by_sidecar)
+    print(f"{'metric':<10}" + "".join(f"{name:>10}" for name in result.results))
     for metric in HEADLINE:
-        print(f"{metric:<10}" + "".join(f"{r.metrics[metric]:>10.4f}" for r in results.values()))
-    if breakdown is not None:
-        print(breakdown.to_string(index=False, float_format="%.4f"))
+        row = "".join(f"{r.metrics[metric]:>10.4f}" for r in result.results.values())
+        print(f"{metric:<10}{row}")
+    if result.breakdown is not None:
+        print(result.breakdown.to_string(index=False, float_format="%.4f"))
     print(f"wrote {args.out}/report.html")
     return 0

@@ -65,7 +65,7 @@ def run(args: argparse.Namespace) -> int:
     import cv2
     import pandas as pd
 
-    from psr.evaluate import resolve_device
+    from psr.device import resolve_device
     from psr.fileio import atomic_write
     from psr.inference import Predictor, annotate, iter_frames
 

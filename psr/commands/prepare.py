@@ -37,10 +37,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from psr.data.prepare import PrepareConfig, prepare
-    from psr.data.prepared import read_manifest
+    from psr.jobs import prepare
 
-    cfg = PrepareConfig(
+    cfg = prepare.PrepareConfig(
         dataset=args.dataset,
         source=args.source,
         name=args.name,
@@ -58,8 +57,7 @@ def run(args: argparse.Namespace) -> int:
         max_bad_fraction=args.max_bad_fraction,
         progress=not args.no_progress,
     )
-    root = prepare(cfg, args.out)
-    manifest = read_manifest(root)
-    counts = ", ".join(f"{s} {v['count']}" for s, v in manifest["splits"].items())
-    print(f"{root}: {counts} ({len(manifest['skipped'])} skipped)")
+    result = prepare.run(cfg, args.out)
+    counts = ", ".join(f"{split} {n}" for split, n in result.counts.items())
+    print(f"{result.root}: {counts} ({result.skipped} skipped)")
     return 0

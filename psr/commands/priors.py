@@ -17,6 +17,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         " dataset's classes (needed when the dataset has no crowd votes)",
     )
     parser.add_argument(
+        "--kind",
+        choices=("votes", "uniform"),
+        default="votes",
+        help="votes: the paper's prior (default); uniform: PDLS becomes plain label smoothing",
+    )
+    parser.add_argument(
         "--missing",
         choices=("error", "uniform"),
         default="error",
@@ -25,11 +31,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from psr.priors import plot_priors, prior_for_dataset, save_priors
+    from psr.jobs import priors
 
-    names, matrix, source = prior_for_dataset(args.data, args.votes, args.missing)
-    save_priors(args.out, names, matrix, source)
-    if args.png:
-        plot_priors(args.png, names, matrix, title=f"Label prior ({source})")
-    print(f"{args.out}: {len(names)}x{len(names)} prior from {source}")
+    cfg = priors.PriorsConfig(kind=args.kind, votes_file=args.votes, missing=args.missing)
+    result = priors.run(cfg, args.data, args.out, figure=args.png)
+    k = len(result.class_names)
+    print(f"{args.out}: {k}x{k} prior from {result.source}")
     return 0

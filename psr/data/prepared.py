@@ -10,15 +10,15 @@ memory-maps the images.
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+
+from psr.fileio import atomic_path, sha256
 
 SPLITS: tuple[str, ...] = ("train", "valid", "test")
 ID_COLUMN = "id"  # the sample id column of <split>.csv, and the join key of per-sample sidecars
@@ -94,20 +94,6 @@ def load_split(root: str | Path, split: str) -> PreparedSplit:
     )
 
 
-def verify_checksums(root: str | Path) -> None:
-    """Raise ValueError naming every file whose sha256 differs from the manifest's."""
-    root = Path(root)
-    checksums = read_manifest(root).get("checksums", {})
-    changed = [name for name, digest in checksums.items() if sha256(root / name) != digest]
-    if changed:
-        raise ValueError(f"{root}: files changed since prepare (sha256 differs): {changed}")
-
-
-def sha256(path: str | Path) -> str:
-    with open(path, "rb") as f:
-        return hashlib.file_digest(f, "sha256").hexdigest()
-
-
 def create_images(path: Path, count: int, size: tuple[int, int], channels: int) -> int:
     """Create ``path`` as a zeroed uint8 ``[count, H, W, C]`` .npy; return its data offset
     (writers fill rows with ``os.pwrite`` at ``offset + row * H * W * C``)."""
@@ -123,15 +109,14 @@ def drop_rows(path: Path, bad: Sequence[int], chunk: int = 4096) -> None:
     """Rewrite the .npy at ``path`` without rows ``bad`` (streaming, atomically)."""
     source = np.load(path, mmap_mode="r")
     keep = np.setdiff1d(np.arange(len(source)), np.asarray(bad, dtype=np.int64))
-    tmp = path.with_suffix(".npy.tmp")
-    out = np.lib.format.open_memmap(
-        tmp, mode="w+", dtype=source.dtype, shape=(len(keep), *source.shape[1:])
-    )
-    for start in range(0, len(keep), chunk):
-        out[start : start + chunk] = source[keep[start : start + chunk]]
-    out.flush()
-    del out, source
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        out = np.lib.format.open_memmap(
+            tmp, mode="w+", dtype=source.dtype, shape=(len(keep), *source.shape[1:])
+        )
+        for start in range(0, len(keep), chunk):
+            out[start : start + chunk] = source[keep[start : start + chunk]]
+        out.flush()
+        del out, source
 
 
 def write_index(

@@ -7,15 +7,14 @@ licence agreement); only microsoft/FERPlus's ``fer2013new.csv`` is public.
 
 from __future__ import annotations
 
-import os
 import shutil
-import tempfile
 import urllib.error
 import urllib.request
 from pathlib import Path
 
 from psr.data.ferplus import read_votes
 from psr.data.rafdb import find_root
+from psr.fileio import atomic_write
 
 DATASETS: tuple[str, ...] = ("ferplus", "rafdb", "affectnet", "affectnet_compact", "folder")
 FERPLUS_VOTES_URL = "https://raw.githubusercontent.com/microsoft/FERPlus/master/fer2013new.csv"
@@ -99,24 +98,22 @@ def fetch_ferplus_votes(
     dest = Path(dest)
     if dest.is_dir() or not dest.suffix:
         dest = dest / "fer2013new.csv"
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(prefix=".fer2013new.", suffix=".csv", dir=dest.parent)
-    tmp = Path(name)
-    try:
-        with os.fdopen(fd, "wb") as out:
-            if local is not None:
-                if not Path(local).is_file():
-                    raise FileNotFoundError(f"FER+ vote file not found: {local}")
-                with open(local, "rb") as f:
-                    shutil.copyfileobj(f, out)
-            else:
-                _download(url, out, timeout)
+
+    def write(out) -> None:
+        if local is None:
+            _download(url, out, timeout)
+            return
+        if not Path(local).is_file():
+            raise FileNotFoundError(f"FER+ vote file not found: {local}")
+        with open(local, "rb") as f:
+            shutil.copyfileobj(f, out)
+
+    def check(tmp: Path) -> None:
         table = read_votes(tmp)
         if local is None and len(table) != FERPLUS_ROWS:
             raise ValueError(f"{url}: {len(table)} rows, expected {FERPLUS_ROWS}")
-        os.replace(tmp, dest)
-    finally:
-        tmp.unlink(missing_ok=True)
+
+    atomic_write(dest, write, verify=check)
     return dest
 
 

@@ -158,6 +158,17 @@ def write_folder(root: Path, layout: dict[str, dict[str, int]], seed: int = 0) -
     return root
 
 
+def verify_checksums(root: Path) -> None:
+    """Raise ValueError naming every file whose sha256 differs from the manifest's."""
+    from psr.data.prepared import read_manifest
+    from psr.fileio import sha256
+
+    checksums = read_manifest(root).get("checksums", {})
+    changed = [name for name, digest in checksums.items() if sha256(root / name) != digest]
+    if changed:
+        raise ValueError(f"{root}: files changed since prepare (sha256 differs): {changed}")
+
+
 @pytest.fixture
 def raw() -> SimpleNamespace:
     """The writers above, as ``raw.write_fer_pair(...)`` etc."""
@@ -171,4 +182,5 @@ def raw() -> SimpleNamespace:
         write_affectnet=write_affectnet,
         write_affectnet_compact=write_affectnet_compact,
         write_folder=write_folder,
+        verify_checksums=verify_checksums,
     )

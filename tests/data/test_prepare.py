@@ -10,7 +10,7 @@ import psr.data.prepare as prepare_module
 from psr.cli import main
 from psr.data.labels import EXPRESSIONS
 from psr.data.prepare import PrepareConfig, prepare
-from psr.data.prepared import load_split, read_manifest, verify_checksums
+from psr.data.prepared import load_split, read_manifest
 
 
 def _fer(tmp_path, raw, **kwargs):
@@ -37,7 +37,7 @@ def test_ferplus_end_to_end(tmp_path, raw):
     assert set(manifest["checksums"]) == {
         f"{s}.{e}" for s in ("train", "valid", "test") for e in ("npy", "csv")
     }
-    verify_checksums(root)
+    raw.verify_checksums(root)
     train = load_split(root, "train")
     rows = [0, 1, 4, 5]
     np.testing.assert_array_equal(train.images[..., 0], images[rows])
@@ -171,7 +171,7 @@ def test_interrupted_prepare_keeps_the_previous_dataset(tmp_path, raw, monkeypat
         prepare(cfg.model_copy(update={"vote_mode": "majority"}), tmp_path / "p")
     assert calls["n"] == 3
     assert read_manifest(root)["checksums"] == before
-    verify_checksums(root)
+    raw.verify_checksums(root)
     assert os.listdir(tmp_path / "p") == ["ferplus"]  # no half-written temporary folder
 
 

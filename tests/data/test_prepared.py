@@ -8,7 +8,6 @@ from psr.data.prepared import (
     drop_rows,
     load_split,
     read_manifest,
-    verify_checksums,
     write_index,
     write_manifest,
 )
@@ -48,7 +47,7 @@ def _write(root, images, labels, votes=None, targets=None):
     )
 
 
-def test_round_trip_images_labels_votes_targets(tmp_path):
+def test_round_trip_images_labels_votes_targets(tmp_path, raw):
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, (5, 6, 7, 3), dtype=np.uint8)
     labels = [0, 2, 1, 1, 0]
@@ -65,7 +64,7 @@ def test_round_trip_images_labels_votes_targets(tmp_path):
     np.testing.assert_allclose(split.soft_targets, targets, rtol=1e-6)
     assert split.ids.tolist() == [f"img{i}" for i in range(5)]
     assert split.class_names == NAMES and len(split) == 5
-    verify_checksums(tmp_path)
+    raw.verify_checksums(tmp_path)
 
 
 def test_no_votes_gives_none(tmp_path):
@@ -83,11 +82,11 @@ def test_ids_that_look_like_numbers_stay_strings(tmp_path):
     assert load_split(root, "train").ids.tolist() == ["007", "NA"]
 
 
-def test_checksum_mismatch_is_reported(tmp_path):
+def test_checksum_mismatch_is_reported(tmp_path, raw):
     _write(tmp_path, np.zeros((2, 4, 4, 1), np.uint8), [0, 1])
     (tmp_path / "train.csv").write_text((tmp_path / "train.csv").read_text() + "\n")
     with pytest.raises(ValueError, match=r"sha256 differs\): \['train.csv'\]"):
-        verify_checksums(tmp_path)
+        raw.verify_checksums(tmp_path)
 
 
 def test_inconsistent_files_are_errors(tmp_path):

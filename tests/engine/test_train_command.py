@@ -80,8 +80,10 @@ def test_train_command_writes_checkpoints_and_resumes(setup, capsys):
     )
     assert main(args) == 0
     assert "best valid_acc" in capsys.readouterr().out
-    history = json.loads((out / "history.json").read_text())
-    assert [h["phase"] for h in history] == [1, 2]
+    history = pd.read_csv(out / "history.csv")
+    assert history["phase"].tolist() == [1, 2]
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["epochs"] == 2 and 0 <= metrics["best_valid_acc"] <= 1
     best = torch.load(out / "best.pt", weights_only=True)
     assert best["extra"]["channels"] == 1  # gray training data: the Predictor converts to gray
     last = torch.load(out / "last.pt", weights_only=True)

@@ -6,7 +6,7 @@ import pytest
 import yaml
 
 from pipeline.params import Params, load_params, parse_params, set_params
-from pipeline.training import apply_overrides, check_space
+from pipeline.resolve import apply_overrides, check_space
 
 REPO = Path(__file__).resolve().parents[2]
 PARAMS = REPO / "params.yaml"

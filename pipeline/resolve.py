@@ -1,26 +1,22 @@
-"""What the tune and train stages share: resolved configs, the prior and the data.
+"""params.yaml + what earlier stages wrote -> the configuration a stage runs.
 
 ``tune.space`` and the tuned values address knobs by dotted path (``train.phase1.lrs.1``,
 ``model.sr_res_blocks``); :func:`apply_overrides` writes such values into the ``train`` and
 ``model`` sections and re-validates them, so a tuned value obeys the same rules as params.yaml.
+:func:`with_sr_weights` points the model at the sr_pretrain stage's weights, and
+:func:`for_training` adds the tune stage's best values.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
-import numpy as np
 from pydantic import ValidationError
 
 from pipeline.params import Params, format_errors
-from pipeline.workspace import read_json
-
-SR_INFO_FILE = Path("models/sr/sr.json")
-PRIORS_FILE = Path("data/priors/priors.json")
+from pipeline.paths import SR_INFO_FILE, TUNE_BEST_FILE
+from psr.fileio import read_json
 
 
 def _set_path(tree: dict[str, Any], path: str, value: Any) -> None:
@@ -91,36 +87,8 @@ def with_sr_weights(params: Params) -> Params:
     return params.model_copy(update={"model": model})
 
 
-def load_prior(class_names: tuple[str, ...]) -> np.ndarray:
-    """The priors stage's matrix, checked to be in the dataset's class order."""
-    from psr.priors import load_priors
-
-    names, matrix = load_priors(PRIORS_FILE)
-    if tuple(names) != tuple(class_names):
-        raise ValueError(
-            f"{PRIORS_FILE}: classes {list(names)} differ from the dataset's {list(class_names)}"
-        )
-    return matrix
-
-
-def file_digest(path: Path) -> str:
-    with open(path, "rb") as f:
-        return hashlib.file_digest(f, "sha256").hexdigest()
-
-
-def config_digest(data: Any) -> str:
-    """A short stable hash of JSON-able data (study names, input fingerprints)."""
-    blob = json.dumps(data, sort_keys=True, default=str).encode()
-    return hashlib.sha256(blob).hexdigest()[:16]
-
-
-def build_network(params: Params, class_names: tuple[str, ...]):
-    """The network of ``params.model`` (weights it names loaded), checked against the dataset."""
-    from psr.models import build_model
-
-    if params.model.num_classes != len(class_names):
-        raise ValueError(
-            f"params.yaml: model.num_classes is {params.model.num_classes} but the prepared "
-            f"dataset has {len(class_names)} classes {list(class_names)}"
-        )
-    return build_model(params.model)
+def for_training(params: Params) -> tuple[Params, dict[str, Any]]:
+    """What the train stage trains: params.yaml, the SR weights and the tuned values over them;
+    and the tuned values alone (empty when tuning is disabled)."""
+    tuned = read_json(TUNE_BEST_FILE).get("params") or {}
+    return apply_overrides(with_sr_weights(params), tuned), tuned

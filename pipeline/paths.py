@@ -1,0 +1,46 @@
+"""Every path of the pipeline's workspace, in one place.
+
+DVC runs each stage with the repository (or an experiment copy of it) as working directory, so
+these are relative paths. Stages, flows and tests take their paths from here and never from each
+other; ``dvc.yaml`` declares the same paths as outputs.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+PARAMS_FILE = Path("params.yaml")
+
+#: download -> the raw dataset in its published format.
+RAW_DIR = Path("data/raw")
+#: prepare -> ``<name>/`` in the prepared format.
+PREPARED_DIR = Path("data/prepared")
+#: priors -> the PDLS label prior.
+PRIORS_DIR = Path("data/priors")
+PRIORS_FILE = PRIORS_DIR / "priors.json"
+#: sr_pretrain -> the x2 SR network's weights and what they are.
+SR_DIR = Path("models/sr")
+SR_INFO_FILE = SR_DIR / "sr.json"
+#: train -> best.pt (inference checkpoint) and last.pt (resumable state).
+MODEL_DIR = Path("models/psr")
+CHECKPOINT = MODEL_DIR / "best.pt"
+
+#: ``reports/<stage>/``: each stage's metrics, figures and MLflow run record.
+REPORTS_DIR = Path("reports")
+RUN_RECORD = "mlflow_run.json"
+TUNE_BEST_FILE = REPORTS_DIR / "tune" / "best_params.json"
+EVALUATE_METRICS = REPORTS_DIR / "evaluate" / "metrics.json"
+REGISTRY_FILE = REPORTS_DIR / "registry.json"
+
+
+def report_dir(stage: str) -> Path:
+    return REPORTS_DIR / stage
+
+
+def run_record_path(stage: str) -> Path:
+    """The MLflow run record a stage leaves among its outputs (docs/pipeline.md)."""
+    return report_dir(stage) / RUN_RECORD
+
+
+def prepared_dir(name: str) -> Path:
+    return PREPARED_DIR / name

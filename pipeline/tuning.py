@@ -1,0 +1,245 @@
+"""Optuna over the train job: the study, its name and storage, the trial objective.
+
+- A study's name is ``<prefix>-<hash of everything that decides trial results>`` (data, prior,
+  SR weights, the model and train configuration a trial trains, the search settings): the same
+  inputs resume the same study, anything else starts a new one. :func:`study_for` is the one
+  place that computes it (the tune stage, its workers and the Prefect flow all call it).
+- Each trial is the train job (:func:`psr.jobs.train.run`) with the trial's values written over
+  ``train``/``model`` and the trial budget; ``train.seed`` decides its initial weights, so a
+  trial does not depend on which trials ran before it in the process.
+- Each worker samples with its own seed (:func:`sampler_seed`), recorded on its trials: workers
+  sharing a study never propose the same values because they share a seed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import tempfile
+from typing import Any
+
+import mlflow
+import numpy as np
+import optuna
+
+from pipeline import tracking
+from pipeline.params import Params, SearchDim
+from pipeline.paths import PRIORS_FILE
+from pipeline.resolve import apply_overrides, with_sr_weights
+from pipeline.workspace import resolve_shared, shared_root
+from psr.engine.config import SPEED_ONLY_FIELDS
+from psr.fileio import sha256
+
+FINISHED = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+#: What each epoch reports to the pruner (the engine's fused validation accuracy).
+OBJECTIVE = "valid_acc"
+STAGE = "tune"
+log = logging.getLogger(__name__)
+
+
+def open_storage(spec: str | None) -> str | optuna.storages.BaseStorage:
+    """``None`` -> SQLite at the repository root; ``journal:<file>`` -> JournalStorage (safe for
+    parallel processes); anything else is an RDB URL (``postgresql://...``)."""
+    if spec is None:
+        return f"sqlite:///{shared_root() / 'optuna.db'}"
+    if spec.startswith("journal:"):
+        from optuna.storages.journal import JournalFileBackend, JournalStorage
+
+        path = resolve_shared(spec.removeprefix("journal:"))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return JournalStorage(JournalFileBackend(str(path)))
+    return spec
+
+
+def config_digest(data: Any) -> str:
+    """A short stable hash of JSON-able data."""
+    blob = json.dumps(data, sort_keys=True, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def trial_params(params: Params, overrides: dict[str, Any]) -> Params:
+    """The configuration one trial trains: tuned values, the trial budget, quiet output."""
+    cfg = params.tune
+    budget = {
+        "train.phase1.epochs": cfg.phase1_epochs,
+        "train.phase2.epochs": cfg.phase2_epochs,
+        "train.data_fraction": cfg.data_fraction,
+        "train.progress": False,
+        "train.early_stopping": None,
+    }
+    return apply_overrides(params, {**budget, **overrides})
+
+
+def study_name(params: Params, data_checksum: str) -> str:
+    """``<prefix>-<hash>`` of everything that decides trial results. Not the budget, and not
+    the train knobs trials replace (epochs, data fraction): changing ``train.phase1.epochs``
+    reruns the DVC stage, which then finds its study complete and only rewrites the report."""
+    tune = params.tune.model_dump(
+        mode="json", exclude={"n_trials", "timeout_s", "storage", "study_prefix"}
+    )
+    sr = params.model.sr_weights
+    trial = trial_params(params, {})  # what a trial trains: epochs and data from the budget
+    inputs = {
+        "data": data_checksum,
+        "prior": sha256(PRIORS_FILE),
+        "sr_weights": sha256(sr) if isinstance(sr, str) else sr,
+        "model": trial.model.model_dump(mode="json", exclude={"sr_weights"}),
+        "train": trial.train.model_dump(mode="json", exclude=set(SPEED_ONLY_FIELDS)),
+        "tune": tune,
+    }
+    return f"{params.tune.study_prefix}-{config_digest(inputs)}"
+
+
+def study_for(params: Params) -> tuple[Params, str]:
+    """params.yaml with the pretrained SR weights, and the name of its study."""
+    from psr.data.prepared import read_manifest
+
+    params = with_sr_weights(params)
+    checksum = tracking.data_checksum(read_manifest(params.prepared_dir))
+    return params, study_name(params, checksum)
+
+
+def sampler_seed(base: int, worker: int) -> int:
+    """Worker 0 (the DVC stage) samples with ``tune.seed``; worker ``i`` with a seed derived
+    from ``(tune.seed, i)``, so parallel workers explore different values."""
+    if worker == 0:
+        return base
+    return int(np.random.SeedSequence([base, worker]).generate_state(1)[0])
+
+
+def create_study(params: Params, name: str, worker: int = 0) -> optuna.Study:
+    cfg = params.tune
+    seed = sampler_seed(cfg.seed, worker)
+    study = optuna.create_study(
+        storage=open_storage(cfg.storage),
+        study_name=name,
+        direction="maximize",
+        load_if_exists=True,
+        sampler=optuna.samplers.TPESampler(seed=seed, n_startup_trials=cfg.startup_trials),
+        pruner=optuna.pruners.MedianPruner(
+            n_startup_trials=cfg.pruner.startup_trials, n_warmup_steps=cfg.pruner.warmup_epochs
+        ),
+    )
+    study.set_user_attr(f"sampler_seed.worker{worker}", seed)
+    return study
+
+
+def suggest(trial: optuna.Trial, path: str, dim: SearchDim) -> Any:
+    if dim.type == "categorical":
+        return trial.suggest_categorical(path, dim.choices)
+    if dim.type == "int":
+        step = int(dim.step or 1)
+        return trial.suggest_int(path, int(dim.low), int(dim.high), step=step, log=dim.log)
+    return trial.suggest_float(path, dim.low, dim.high, step=dim.step, log=dim.log)
+
+
+class Objective:
+    """Train one configuration; report validation accuracy per epoch; prune below the median."""
+
+    def __init__(self, params: Params, study: str, parent_run_id: str, sampler_seed: int):
+        self.params = params
+        self.study = study
+        self.parent_run_id = parent_run_id
+        self.sampler_seed = sampler_seed
+
+    def __call__(self, trial: optuna.Trial) -> float:
+        space = self.params.tune.space
+        overrides = {path: suggest(trial, path, dim) for path, dim in space.items()}
+        trial.set_user_attr("sampler_seed", self.sampler_seed)
+        params = trial_params(self.params, overrides)
+        mlflow.start_run(
+            run_name=f"trial-{trial.number}",
+            nested=True,
+            parent_run_id=self.parent_run_id,
+            tags={
+                tracking.TAG_STAGE: STAGE,
+                "optuna.study": self.study,
+                "optuna.trial": str(trial.number),
+                "optuna.sampler_seed": str(self.sampler_seed),
+            },
+        )
+        try:
+            tracking.log_params(overrides)
+            best = self._train(trial, params)
+        except optuna.TrialPruned:
+            mlflow.set_tag("optuna.state", "PRUNED")
+            mlflow.end_run("KILLED")
+            raise
+        except BaseException:
+            mlflow.set_tag("optuna.state", "FAIL")
+            mlflow.end_run("FAILED")
+            raise
+        mlflow.set_tag("optuna.state", "COMPLETE")
+        mlflow.log_metric("best_valid_acc", best)
+        mlflow.end_run("FINISHED")
+        log.info("trial %d: %s -> %.4f", trial.number, overrides, best)
+        return best
+
+    def _train(self, trial: optuna.Trial, params: Params) -> float:
+        from psr.jobs import train
+
+        log_epoch = tracking.epoch_logger()
+
+        def report(epoch: int, metrics: dict[str, float]) -> None:
+            log_epoch(epoch, metrics)
+            trial.report(metrics[OBJECTIVE], epoch)
+            if trial.should_prune():
+                raise optuna.TrialPruned(f"pruned after epoch {epoch + 1}")
+
+        with tempfile.TemporaryDirectory(prefix=f"psr-trial-{trial.number}-") as out:
+            result = train.run(
+                params.model,
+                params.train,
+                params.prepared_dir,
+                out,
+                prior=PRIORS_FILE,
+                callbacks=[report],
+            )
+        return result.fit.best_metric
+
+
+def optimize(params: Params, name: str, parent_run_id: str, worker: int = 0) -> optuna.Study:
+    """Run trials until the study holds ``tune.n_trials`` finished ones (or the timeout)."""
+    from psr.engine import NonFiniteLossError
+
+    cfg = params.tune
+    study = create_study(params, name, worker)
+    remaining = cfg.n_trials - len(study.get_trials(deepcopy=False, states=FINISHED))
+    if remaining <= 0:
+        log.info("study %s already holds %d finished trials", name, cfg.n_trials)
+        return study
+    seed = sampler_seed(cfg.seed, worker)
+    study.optimize(
+        Objective(params, name, parent_run_id, seed),
+        n_trials=remaining,
+        timeout=cfg.timeout_s,
+        catch=(NonFiniteLossError,),
+        callbacks=[optuna.study.MaxTrialsCallback(cfg.n_trials, states=FINISHED)],
+    )
+    return study
+
+
+def summarize(study: optuna.Study) -> tuple[dict[str, Any], dict[str, float]]:
+    """``(best-params document, metrics)`` of a study."""
+    counts = {s.name.lower(): 0 for s in optuna.trial.TrialState}
+    for trial in study.get_trials(deepcopy=False):
+        counts[trial.state.name.lower()] += 1
+    if counts["complete"] == 0:
+        raise ValueError(f"study {study.study_name}: no trial completed (all pruned or failed)")
+    best = study.best_trial
+    document = {
+        "enabled": True,
+        "study": study.study_name,
+        "best_trial": best.number,
+        "best_value": best.value,
+        "objective": OBJECTIVE,
+        "params": best.params,
+    }
+    metrics = {
+        "best_valid_acc": float(best.value),
+        "trials_complete": counts["complete"],
+        "trials_pruned": counts["pruned"],
+        "trials_failed": counts["fail"],
+    }
+    return document, metrics

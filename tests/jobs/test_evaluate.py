@@ -1,0 +1,53 @@
+import json
+
+import pandas as pd
+import pytest
+
+from psr.jobs import evaluate, train
+
+
+@pytest.fixture(scope="module")
+def checkpoint(prepared, prior_file, tmp_path_factory):
+    from psr.engine import TrainConfig
+    from psr.models import ModelConfig
+
+    model = ModelConfig(name="psr", image_size=64, width=0.0625, sr_features=4, sr_res_blocks=1)
+    cfg = TrainConfig(batch_size=16, workers=0, device="cpu", progress=False)
+    cfg = cfg.model_copy(
+        update={
+            "phase1": cfg.phase1.model_copy(update={"epochs": 1}),
+            "phase2": cfg.phase2.model_copy(update={"epochs": 0}),
+        }
+    )
+    out = tmp_path_factory.mktemp("ckpt")
+    return train.run(model, cfg, prepared, out, prior=prior_file).fit.best_checkpoint
+
+
+def test_evaluate_job_with_both_variants_and_a_breakdown(prepared, checkpoint, tmp_path):
+    ids = pd.read_csv(prepared / "test.csv")["id"]
+    sidecar = tmp_path / "side.csv"
+    pd.DataFrame({"id": ids, "face_size": range(len(ids))}).to_csv(sidecar, index=False)
+    cfg = evaluate.EvaluateConfig(
+        tta_repeats=1, compare_plain=True, batch_size=8, device="cpu", breakdown_by="face_size"
+    )
+    assert cfg.tta_mode == "both"
+    result = evaluate.run(cfg, checkpoint, prepared, tmp_path / "out", sidecar=sidecar)
+    assert list(result.results) == ["tta", "no_tta"]
+    assert result.headline[0] == "tta"
+    logged = result.logged_metrics()
+    assert {"accuracy", "no_tta_accuracy", "macro_f1", "ece"} <= set(logged)
+    metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    assert metrics["accuracy"] == pytest.approx(logged["accuracy"])
+    assert result.breakdown is not None and len(result.breakdown) > 0
+    assert (tmp_path / "out" / "report.html").is_file()
+
+
+def test_breakdown_needs_its_sidecar(prepared, checkpoint, tmp_path):
+    cfg = evaluate.EvaluateConfig(breakdown_by="face_size", device="cpu")
+    with pytest.raises(ValueError, match="sidecar"):
+        evaluate.run(cfg, checkpoint, prepared, tmp_path)
+
+
+def test_tta_modes():
+    assert evaluate.EvaluateConfig(tta=False, compare_plain=True).tta_mode == "off"
+    assert evaluate.EvaluateConfig().tta_mode == "on"
