@@ -1,0 +1,145 @@
+"""Seeds decide everything: the stages run twice on the same params give the same bytes, and
+parallel tuning workers never propose the same values. Runs the stage functions in a temporary
+workspace (real MLflow on SQLite, real Optuna), without DVC."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+REPO = Path(__file__).resolve().parents[2]
+TINY = [
+    "download.synth.train=96",
+    "download.synth.valid=32",
+    "download.synth.test=16",
+    "prepare.name=tiny",
+    "sr_pretrain.epochs=1",
+    "sr_pretrain.batch_size=16",
+    "sr_pretrain.max_images=48",
+    "sr_pretrain.valid_images=16",
+    "tune.n_trials=4",
+    "tune.phase1_epochs=1",
+    "tune.data_fraction=0.5",
+    "tune.startup_trials=2",
+    "tune.storage=journal:optuna.journal",
+    "model.width=0.0625",
+    "model.sr_features=4",
+    "model.sr_res_blocks=1",
+    "train.batch_size=16",
+    "train.phase1.epochs=1",
+    "train.phase2.epochs=1",
+]
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory):
+    """A workspace with params.yaml (tiny) and the stages up to sr_pretrain run."""
+    from pipeline.params import load_params, set_params
+    from pipeline.stages import download, prepare, priors, sr_pretrain, tune
+
+    root = tmp_path_factory.mktemp("workspace")
+    shutil.copy(REPO / "params.yaml", root / "params.yaml")
+    set_params(root / "params.yaml", TINY)
+    before = Path.cwd()
+    env = {k: os.environ.pop(k) for k in list(os.environ) if k.startswith(("MLFLOW_", "PSR_"))}
+    os.chdir(root)
+    try:
+        params = load_params()
+        for stage in (download, prepare, priors, sr_pretrain):
+            stage.run(params)
+        disabled = params.model_copy(
+            update={"tune": params.tune.model_copy(update={"enabled": False})}
+        )
+        tune.run(disabled)  # train reads reports/tune/best_params.json
+        yield root
+    finally:
+        os.chdir(before)
+        os.environ.update(env)
+
+
+def _tensors(path: Path) -> dict[str, torch.Tensor]:
+    state = torch.load(path, weights_only=True)
+    return state.get("state_dict", state)
+
+
+def _same(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_train_stage_twice_gives_identical_best_pt(workspace, monkeypatch):
+    from pipeline.params import load_params
+    from pipeline.paths import CHECKPOINT
+    from pipeline.stages import train
+
+    monkeypatch.chdir(workspace)
+    params = load_params()
+    train.run(params)
+    first = _tensors(CHECKPOINT)
+    torch.manual_seed(1234)  # the stage must not depend on the process's RNG state
+    train.run(params)
+    assert _same(first, _tensors(CHECKPOINT))
+    reseeded = params.model_copy(update={"train": params.train.model_copy(update={"seed": 5})})
+    train.run(reseeded)
+    assert not _same(first, _tensors(CHECKPOINT))
+
+
+def test_sr_pretrain_stage_twice_gives_identical_weights(workspace, monkeypatch):
+    from pipeline.params import load_params
+    from pipeline.paths import SR_DIR
+    from pipeline.stages import sr_pretrain
+
+    monkeypatch.chdir(workspace)
+    first = _tensors(SR_DIR / "sr_x2.pt")
+    sr_pretrain.run(load_params())
+    assert _same(first, _tensors(SR_DIR / "sr_x2.pt"))
+
+
+def test_two_tune_workers_never_propose_the_same_values(workspace):
+    """Two worker processes on one JournalStorage study (what the psr-tune flow starts)."""
+    import mlflow
+    import optuna
+
+    from pipeline import tracking, tuning
+    from pipeline.params import load_params
+
+    os.chdir(workspace)
+    try:
+        params = load_params()
+        tracking.use_experiment(params.dataset_name)
+        with mlflow.start_run(run_name="tune-parallel") as parent:
+            parent_id = parent.info.run_id
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "PSR_"))}
+        env.update(OMP_NUM_THREADS="1", NO_ALBUMENTATIONS_UPDATE="1")
+        command = [sys.executable, "-m", "pipeline.stages.tune", "worker"]
+        command += ["--parent-run-id", parent_id]
+        workers = [
+            subprocess.Popen(
+                [*command, "--worker", str(i)],
+                cwd=workspace,
+                env=env | {"PYTHONPATH": str(REPO)},
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+            )
+            for i in (1, 2)
+        ]
+        outputs = [w.communicate(timeout=600)[0] for w in workers]
+        assert [w.returncode for w in workers] == [0, 0], "\n".join(outputs)
+        _, name = tuning.study_for(params)
+        study = optuna.load_study(study_name=name, storage=tuning.open_storage(params.tune.storage))
+    finally:
+        os.chdir(REPO)
+    trials = study.get_trials(deepcopy=False)
+    values = [tuple(sorted(t.params.items())) for t in trials]
+    assert len(values) >= 4
+    assert len(set(values)) == len(values), values
+    seeds = {t.user_attrs["sampler_seed"] for t in trials}
+    assert len(seeds) == 2 and params.tune.seed not in seeds
