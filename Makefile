@@ -11,7 +11,7 @@ export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export DO_NOT_TRACK := 1
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: run test lint format venv ui clean-pipeline
+.PHONY: run test lint format deps venv ui
 
 venv: $(STAMP)
 
@@ -36,6 +36,10 @@ lint: $(STAMP)
 format: $(STAMP)
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
+
+## deps: regenerate the code deps of dvc.yaml's stages from their imports (pipeline/dvcdeps.py)
+deps: $(STAMP)
+	$(BIN)/python -m pipeline.dvcdeps
 
 # ---- Pipeline services: MLflow UI, Prefect server / worker / deployments ----
 MLFLOW_PORT  ?= 5000

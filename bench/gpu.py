@@ -15,8 +15,8 @@ import sys
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
 import torch
+from throughput import RandomSplit, loader_rate, training_rate
 
-from psr.engine.throughput import RandomSplit, loader_rate, training_rate
 from psr.models import create_model
 
 PAPER = {"image_size": 96, "width": 1.0, "sr_features": 64, "sr_res_blocks": 16}

@@ -14,9 +14,9 @@ import os
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
 import torch
+from throughput import RandomSplit, loader_rate, training_rate
 
 from psr.data.transforms import AugmentConfig
-from psr.engine.throughput import RandomSplit, loader_rate, training_rate
 from psr.models import create_model
 
 EMBEDDED = {"image_size": 64, "width": 0.125, "sr_features": 16, "sr_res_blocks": 2}

@@ -1,5 +1,9 @@
 """Throughput measurements behind the ``bench/`` scripts: how many images per second the model
-trains on, and how many the augmenting DataLoader delivers (it must deliver more)."""
+trains on, and how many the augmenting DataLoader delivers (it must deliver more).
+
+Benchmark code, not part of the package: ``python bench/<script>.py`` puts ``bench/`` on
+``sys.path``, so the scripts import it as ``throughput`` (tests/bench/conftest.py loads it so).
+"""
 
 from __future__ import annotations
 

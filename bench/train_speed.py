@@ -13,9 +13,9 @@ import tempfile
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
 import torch
+from throughput import RandomSplit, loader_rate, training_rate
 
 from psr.engine import PhaseConfig, TrainConfig, fit
-from psr.engine.throughput import RandomSplit, loader_rate, training_rate
 from psr.models import create_model
 
 #: The embedded default: what the synthetic pipeline trains on a laptop CPU.

@@ -88,6 +88,22 @@ class LossConfig(BaseModel):
         return name
 
 
+#: Change how fast a run goes, never its numbers: a trial's identity and results ignore them.
+SPEED_ONLY_FIELDS = frozenset(
+    {
+        "workers",
+        "pin_memory",
+        "persistent_workers",
+        "prefetch_factor",
+        "progress",
+        "device",
+        "cudnn_benchmark",
+    }
+)
+#: May differ between a run and its resumption: the recipe (and the one-cycle length) stays.
+RESUME_FREE_FIELDS = SPEED_ONLY_FIELDS | {"amp", "channels_last", "compile", "early_stopping"}
+
+
 class TrainConfig(BaseModel):
     """Everything ``psr.engine.fit`` needs besides the model, the data and the prior."""
 
@@ -115,7 +131,11 @@ class TrainConfig(BaseModel):
         "auto",
         description="mixed precision; auto = bf16 if supported else fp16 (GradScaler), off on CPU",
     )
-    channels_last: bool = Field(True, description="NHWC memory format on CUDA (faster convs)")
+    channels_last: bool = Field(
+        True,
+        description="NHWC memory format: on CUDA the model and batches; on CPU the conversion "
+        "inside PSR's branches (same math, faster)",
+    )
     compile: bool = Field(False, description="torch.compile the model (slow first epoch)")
     cudnn_benchmark: bool = Field(True, description="let cuDNN pick the fastest conv kernels")
     seed: int = Field(

@@ -1,9 +1,9 @@
 """The training loop: two one-cycle phases, validation every epoch, resumable checkpoints.
 
-Read :func:`fit` top to bottom: set up (device, DDP, data, loss, resume), then for each phase
-build its optimiser and one-cycle schedule, and for each epoch train, validate, record, write
-checkpoints, call the callbacks and maybe stop early. :func:`train_one_epoch` and
-:func:`evaluate` are the two inner loops.
+Read :func:`fit` top to bottom: set up (device, DDP, data, loss, resume), then run each phase
+(:func:`_run_phase`: its optimiser and one-cycle schedule, then epochs). Every epoch trains and
+validates (:func:`_run_epoch`, with the inner loops of :mod:`psr.engine.epoch`), then
+:func:`_record_epoch` writes the checkpoints and calls the callbacks.
 """
 
 from __future__ import annotations
@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 import math
 import random
-import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,44 +20,23 @@ import numpy as np
 import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from psr.data.torch_dataset import SplitLike
+from psr.device import resolve_device
 from psr.engine import checkpoint as ckpt
-from psr.engine.config import TrainConfig
-from psr.engine.distributed import barrier, broadcast_buffers, distributed, reduce_sums
-from psr.engine.loaders import build_loaders
-from psr.engine.runtime import Runtime, resolve_device
-from psr.engine.schedule import build_one_cycle, build_optimizer, current_lrs
+from psr.engine.config import RESUME_FREE_FIELDS, TrainConfig
+from psr.engine.distributed import DistInfo, barrier, broadcast_buffers, distributed
+from psr.engine.epoch import NonFiniteLossError, train_one_epoch, validate
+from psr.engine.loaders import Loaders, build_loaders
+from psr.engine.outputs import Outputs
+from psr.engine.runtime import Runtime
+from psr.engine.schedule import build_one_cycle, build_optimizer
 
 log = logging.getLogger(__name__)
 
 #: Called as ``callback(epoch, metrics)`` after every epoch; epoch is global and 0-based.
 Callback = Callable[[int, dict[str, float]], None]
-
-LAST = "last.pt"
-BEST = "best.pt"
-#: Fields that may differ between a run and its resumption: they do not change the recipe.
-RESUME_FREE_FIELDS = frozenset(
-    {
-        "workers",
-        "pin_memory",
-        "persistent_workers",
-        "prefetch_factor",
-        "progress",
-        "device",
-        "amp",
-        "channels_last",
-        "compile",
-        "cudnn_benchmark",
-        "early_stopping",
-    }
-)
-
-
-class NonFiniteLossError(FloatingPointError):
-    """The loss became NaN or infinite; ``last.pt`` still holds the last good epoch."""
 
 
 @dataclass
@@ -69,6 +47,43 @@ class FitResult:
     last_checkpoint: Path  # full training state (resumable)
     best_checkpoint: Path  # inference checkpoint (psr.models.save_model)
     stopped_early: bool = False
+
+
+@dataclass
+class _Setup:
+    """What the epochs compute with, built once per fit call on every rank."""
+
+    rt: Runtime  # device, DDP rank, mixed precision, memory format
+    loss_fn: nn.Module
+    scaler: torch.amp.GradScaler
+    loaders: Loaders
+
+
+@dataclass
+class _Run:
+    """Everything an epoch needs besides the phase's optimiser and schedule."""
+
+    cfg: TrainConfig
+    model: nn.Module  # the bare model: state dicts, buffers, best.pt
+    train_model: nn.Module  # the model wrapped for DDP and/or torch.compile
+    eval_model: nn.Module
+    setup: _Setup
+    out: Outputs
+    callbacks: Sequence[Callback]
+    bar: tqdm
+
+    @property
+    def dist(self) -> DistInfo:
+        return self.setup.rt.dist
+
+
+@dataclass
+class _Progress:
+    """How far the run is: the parts of ``last.pt`` that change every epoch."""
+
+    history: list[dict[str, float]]  # one metrics dict per completed epoch
+    epoch: int  # global epochs completed
+    stopped: bool  # stopped early: later phases are skipped
 
 
 def fit(
@@ -97,244 +112,202 @@ def fit(
     written: an exception it raises (e.g. ``optuna.TrialPruned``) propagates and leaves a
     resumable run. Under ``torchrun`` every process calls ``fit`` and rank 0 writes the files.
     """
-    from psr.losses import build_loss
-
-    out_dir = Path(out_dir)
-    last_path, best_path = out_dir / LAST, out_dir / BEST
-    class_names = tuple(class_names or train_split.class_names)
-    # what best.pt records besides the weights (psr.models.save_model's arguments)
-    best_info = {
-        "config": dict(model_config if model_config is not None else _model_config(model)),
-        "class_names": class_names,
-        "image_size": int(image_size or _model_image_size(model)),
-    }
-    channels = int(channels or _image_channels(train_split))
-    if tuple(valid_split.class_names) != tuple(train_split.class_names):
-        raise ValueError(
-            f"train and valid class orders differ: {list(train_split.class_names)} vs "
-            f"{list(valid_split.class_names)}"
-        )
+    out = Outputs.create(
+        Path(out_dir), model, train_split, class_names, model_config, image_size, channels
+    )
+    _check_class_order(train_split, valid_split)
     device = resolve_device(cfg.device)
     with distributed(device.type) as dist_info:
-        if device.type == "cuda":
-            device = torch.device("cuda", dist_info.local_rank)
-            torch.backends.cudnn.benchmark = cfg.cudnn_benchmark
-        rt = Runtime.create(cfg, device, dist_info)
-        main = dist_info.is_main
-        # dropout differs per rank; data order and augmentation have their own seeds
-        seed_everything(cfg.seed + dist_info.rank)
-
-        loss_fn = build_loss(
-            cfg.loss.name,
-            len(class_names),
-            prior=prior,
-            alpha=cfg.loss.alpha,
-            gamma=cfg.loss.gamma,
-        ).to(device)
-        scaler = rt.grad_scaler()
-        model.to(device=device, memory_format=rt.memory_format)
-        pin = cfg.pin_memory and device.type == "cuda"
-        loaders = build_loaders(
-            train_split, valid_split, cfg, best_info["image_size"], dist_info, pin
-        )
-
-        state = ckpt.initial_state()
-        if resume and last_path.is_file():
-            state = ckpt.load_state(last_path)
-            _check_resumable(state, cfg, last_path)
-            model.load_state_dict(state["model"])
-            if state["scaler"]:  # one loss scale across both phases; empty without fp16
-                scaler.load_state_dict(state["scaler"])
-            ckpt.restore_rng_states(state["rng"], device)  # rank 0's: exact for a single process
-            if dist_info.rank > 0:
-                seed_everything(cfg.seed + dist_info.rank + 7919 * state["epoch"])
-            log.info("resuming %s after epoch %d", last_path, state["epoch"])
-        elif resume and main:
-            log.info("no %s yet: starting from scratch", last_path)
-
-        train_model: nn.Module = model
-        if dist_info.enabled:
-            ids = [device.index] if device.type == "cuda" else None
-            train_model = DistributedDataParallel(model, device_ids=ids)
-        eval_model: nn.Module = model
-        if cfg.compile:
-            train_model, eval_model = torch.compile(train_model), torch.compile(model)
-
-        history: list[dict[str, float]] = state["history"]
-        epoch, stopped = state["epoch"], state["stopped"]  # epoch = global epochs completed
+        setup = _setup(model, train_split, valid_split, cfg, device, dist_info, prior, out)
+        state = _resume(model, setup, cfg, out.last) if resume else ckpt.initial_state()
+        progress = _Progress(state["history"], state["epoch"], state["stopped"])
+        train_model, eval_model = _wrap(model, cfg, setup.rt)
         bar = tqdm(
             total=cfg.total_epochs,
-            initial=epoch,
+            initial=progress.epoch,
             desc="epochs",
             unit="ep",
-            disable=not (cfg.progress and main),
+            disable=not (cfg.progress and dist_info.is_main),
         )
+        run = _Run(cfg, model, train_model, eval_model, setup, out, callbacks, bar)
         phase_end = 0
         for phase_index, phase in enumerate(cfg.phases):
             phase_end += phase.epochs
-            if stopped or epoch >= phase_end:
-                continue
-            optimizer = build_optimizer(model, phase)
-            scheduler = build_one_cycle(optimizer, phase, phase.epochs * len(loaders.train))
-            if state["optimizer"] is not None and state["phase"] == phase_index:
-                optimizer.load_state_dict(state["optimizer"])
-                scheduler.load_state_dict(state["scheduler"])
-
-            while epoch < phase_end and not stopped:
-                where = f"phase {phase_index + 1}, epoch {epoch + 1}/{cfg.total_epochs}"
-                loaders.train_sampler.set_epoch(epoch)
-                train_metrics = train_one_epoch(
-                    train_model,
-                    loss_fn,
-                    optimizer,
-                    scheduler,
-                    scaler,
-                    loaders.train,
-                    rt,
-                    where=where,
-                    last_good=last_path,
-                    progress=cfg.progress and main,
-                )
-                broadcast_buffers(model, dist_info)  # every rank validates the same model
-                valid_metrics = evaluate(eval_model, loss_fn, loaders.valid, rt)
-                if not math.isfinite(valid_metrics["valid_loss"]):
-                    # a finite training loss does not mean finite weights (the epoch's last step)
-                    raise NonFiniteLossError(
-                        f"validation loss is {valid_metrics['valid_loss']} after {where}: the "
-                        f"weights are not finite; {last_path} holds the last good epoch"
-                    )
-                metrics = {"epoch": epoch, "phase": phase_index + 1}
-                metrics |= train_metrics | valid_metrics
-                history.append(metrics)
-                epoch += 1
-                stopped = _should_stop(history, cfg.early_stopping) and epoch < cfg.total_epochs
-
-                if main:
-                    if _best_epoch(history) == len(history) - 1:
-                        augment = cfg.augment.model_dump()
-                        _save_best(best_path, model, best_info, channels, metrics, augment)
-                    ckpt.save_atomic(
-                        ckpt.training_state(
-                            config=cfg.model_dump(mode="json"),
-                            model=model,
-                            optimizer=optimizer,
-                            scheduler=scheduler,
-                            scaler=scaler,
-                            epoch=epoch,
-                            phase=phase_index,
-                            history=history,
-                            stopped=stopped,
-                            device=device,
-                        ),
-                        last_path,
-                    )
-                    bar.update(1)
-                    bar.set_postfix(valid_acc=f"{metrics['valid_acc']:.4f}")
-                    log.info(_format_epoch(metrics, cfg.total_epochs))
-                barrier(dist_info)
-                if main:
-                    for callback in callbacks:
-                        callback(metrics["epoch"], dict(metrics))
-            if stopped:
-                log.info("early stopping: no better valid_acc for %d epochs", cfg.early_stopping)
+            if not progress.stopped and progress.epoch < phase_end:
+                _run_phase(run, phase_index, phase_end, progress, state)
         bar.close()
 
-    best_epoch = _best_epoch(history)
+    best_epoch = _best_epoch(progress.history)
     return FitResult(
-        best_metric=history[best_epoch]["valid_acc"],
+        best_metric=progress.history[best_epoch]["valid_acc"],
         best_epoch=best_epoch,
-        history=history,
-        last_checkpoint=last_path,
-        best_checkpoint=best_path,
-        stopped_early=stopped,
+        history=progress.history,
+        last_checkpoint=out.last,
+        best_checkpoint=out.best,
+        stopped_early=progress.stopped,
     )
 
 
-def train_one_epoch(
+def _setup(
     model: nn.Module,
-    loss_fn: nn.Module,
+    train_split: SplitLike,
+    valid_split: SplitLike,
+    cfg: TrainConfig,
+    device: torch.device,
+    dist_info: DistInfo,
+    prior: Any,
+    out: Outputs,
+) -> _Setup:
+    """Seed, build the loss, move ``model`` to its device and layout, and build the loaders."""
+    from psr.losses import build_loss
+    from psr.models.layout import set_cpu_channels_last
+
+    if device.type == "cuda":
+        device = torch.device("cuda", dist_info.local_rank)
+        torch.backends.cudnn.benchmark = cfg.cudnn_benchmark
+    rt = Runtime.create(cfg, device, dist_info)
+    # dropout differs per rank; data order and augmentation have their own seeds
+    seed_everything(cfg.seed + dist_info.rank)
+    loss_fn = build_loss(
+        cfg.loss.name,
+        len(out.model_info["class_names"]),
+        prior=prior,
+        alpha=cfg.loss.alpha,
+        gamma=cfg.loss.gamma,
+    ).to(device)
+    scaler = rt.grad_scaler()
+    if device.type == "cpu":  # on CUDA rt.memory_format decides the layout
+        set_cpu_channels_last(model, cfg.channels_last)
+    model.to(device=device, memory_format=rt.memory_format)
+    pin = cfg.pin_memory and device.type == "cuda"
+    image_size = out.model_info["image_size"]
+    loaders = build_loaders(train_split, valid_split, cfg, image_size, dist_info, pin)
+    return _Setup(rt, loss_fn, scaler, loaders)
+
+
+def _resume(model: nn.Module, setup: _Setup, cfg: TrainConfig, path: Path) -> dict[str, Any]:
+    """The state in ``path`` with the weights, loss scale and RNGs restored from it, or a fresh
+    state when there is no ``path`` yet."""
+    dist_info = setup.rt.dist
+    if not path.is_file():
+        if dist_info.is_main:
+            log.info("no %s yet: starting from scratch", path)
+        return ckpt.initial_state()
+    state = ckpt.load_state(path)
+    _check_resumable(state, cfg, path)
+    model.load_state_dict(state["model"])
+    if state["scaler"]:  # one loss scale across both phases; empty without fp16
+        setup.scaler.load_state_dict(state["scaler"])
+    ckpt.restore_rng_states(state["rng"], setup.rt.device)  # rank 0's: exact for one process
+    if dist_info.rank > 0:
+        seed_everything(cfg.seed + dist_info.rank + 7919 * state["epoch"])
+    log.info("resuming %s after epoch %d", path, state["epoch"])
+    return state
+
+
+def _wrap(model: nn.Module, cfg: TrainConfig, rt: Runtime) -> tuple[nn.Module, nn.Module]:
+    """The models to train and validate: DDP (training only) and torch.compile around ``model``.
+    Called after resuming: wrapping in DDP broadcasts rank 0's restored weights."""
+    train_model: nn.Module = model
+    if rt.dist.enabled:
+        ids = [rt.device.index] if rt.device.type == "cuda" else None
+        train_model = DistributedDataParallel(model, device_ids=ids)
+    if cfg.compile:
+        return torch.compile(train_model), torch.compile(model)
+    return train_model, model
+
+
+def _run_phase(
+    run: _Run, index: int, phase_end: int, progress: _Progress, state: dict[str, Any]
+) -> None:
+    """Phase ``index`` (0-based) from ``progress.epoch`` to global epoch ``phase_end`` or an early
+    stop; ``state`` (the resumed one) holds its optimiser and schedule if it stopped mid-phase."""
+    cfg = run.cfg
+    phase = cfg.phases[index]
+    optimizer = build_optimizer(run.model, phase)
+    scheduler = build_one_cycle(optimizer, phase, phase.epochs * len(run.setup.loaders.train))
+    if state["optimizer"] is not None and state["phase"] == index:
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+    while progress.epoch < phase_end and not progress.stopped:
+        metrics = _run_epoch(run, index, progress.epoch, optimizer, scheduler)
+        progress.history.append(metrics)
+        progress.epoch += 1
+        progress.stopped = (
+            _should_stop(progress.history, cfg.early_stopping) and progress.epoch < cfg.total_epochs
+        )
+        _record_epoch(run, progress, index, optimizer, scheduler)
+    if progress.stopped:
+        log.info("early stopping: no better valid_acc for %d epochs", cfg.early_stopping)
+
+
+def _run_epoch(
+    run: _Run,
+    phase_index: int,
+    epoch: int,
     optimizer: torch.optim.Optimizer,
     scheduler: torch.optim.lr_scheduler.LRScheduler,
-    scaler: torch.amp.GradScaler,
-    loader: DataLoader,
-    rt: Runtime,
-    *,
-    where: str,
-    last_good: Path,
-    progress: bool = False,
 ) -> dict[str, float]:
-    """One pass over the training loader, one optimiser and scheduler step per batch; returns
-    loss, accuracy of the fused prediction, images/s and the lrs of the last step."""
-    from psr.models import fuse
-
-    model.train()
-    loss_sum, seen = 0.0, 0
-    # on the device: reading it every step would wait for the backward pass to finish
-    correct = torch.zeros((), dtype=torch.int64, device=rt.device)
-    lrs = current_lrs(optimizer)
-    start = time.perf_counter()
-    batches = tqdm(loader, desc=where, leave=False, unit="batch", disable=not progress)
-    for step, (images, targets) in enumerate(batches):
-        images, targets = rt.batch(images, targets)  # [B, 3, S, S]; [B] or [B, K]
-        with rt.autocast():
-            logits = model(images)  # [B, n_branches, K]
-            loss = loss_fn(logits, targets)
-        loss_value = loss.item()
-        if not math.isfinite(loss_value):
-            raise NonFiniteLossError(
-                f"loss is {loss_value} at {where}, step {step + 1}/{len(loader)}; "
-                f"{last_good} holds the last good epoch (lower the lrs, or turn amp off)"
-            )
-        optimizer.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
-        scaler.step(optimizer)
-        scaler.update()
-        lrs = current_lrs(optimizer)  # the lrs this step used
-        scheduler.step()
-
-        labels = targets.argmax(dim=1) if targets.is_floating_point() else targets  # [B]
-        loss_sum += loss_value * len(labels)
-        correct += (fuse(logits.detach().float()).argmax(dim=1) == labels).sum()
-        seen += len(labels)
-        if progress and step % 10 == 0:
-            rate = seen / (time.perf_counter() - start)
-            batches.set_postfix(
-                loss=f"{loss_sum / seen:.4f}", acc=f"{int(correct) / seen:.4f}", img_s=f"{rate:.0f}"
-            )
-    rt.synchronize()
-    elapsed = time.perf_counter() - start
-    # ranks run in parallel: all their images over this rank's wall time
-    loss_sum, correct, seen = reduce_sums([loss_sum, int(correct), seen], rt.dist, rt.device)
-    return {
-        "train_loss": loss_sum / max(seen, 1),
-        "train_acc": correct / max(seen, 1),
-        "images_per_s": seen / elapsed if elapsed > 0 else 0.0,
-        **{f"lr_{i}": lr for i, lr in enumerate(lrs)},
-    }
+    """Train and validate global epoch ``epoch``; returns its metrics."""
+    cfg, setup = run.cfg, run.setup
+    where = f"phase {phase_index + 1}, epoch {epoch + 1}/{cfg.total_epochs}"
+    setup.loaders.train_sampler.set_epoch(epoch)
+    train_metrics = train_one_epoch(
+        run.train_model,
+        setup.loss_fn,
+        optimizer,
+        scheduler,
+        setup.scaler,
+        setup.loaders.train,
+        setup.rt,
+        where=where,
+        last_good=run.out.last,
+        progress=cfg.progress and run.dist.is_main,
+    )
+    broadcast_buffers(run.model, run.dist)  # every rank validates the same model
+    valid_metrics = validate(run.eval_model, setup.loss_fn, setup.loaders.valid, setup.rt)
+    if not math.isfinite(valid_metrics["valid_loss"]):
+        # a finite training loss does not mean finite weights (the epoch's last step)
+        raise NonFiniteLossError(
+            f"validation loss is {valid_metrics['valid_loss']} after {where}: the "
+            f"weights are not finite; {run.out.last} holds the last good epoch"
+        )
+    return {"epoch": epoch, "phase": phase_index + 1} | train_metrics | valid_metrics
 
 
-@torch.inference_mode()
-def evaluate(
-    model: nn.Module, loss_fn: nn.Module, loader: DataLoader, rt: Runtime
-) -> dict[str, float]:
-    """Validation loss (against the int labels) and accuracy of the fused prediction (mean of
-    the branch softmaxes), summed over this rank's shard and reduced over ranks."""
-    from psr.models import fuse
-
-    model.eval()
-    # sums stay on the device (no wait per batch): [loss sum, correct]
-    sums = torch.zeros(2, dtype=torch.float64, device=rt.device)
-    seen = 0
-    for images, labels in loader:
-        images, labels = rt.batch(images, labels)
-        with rt.autocast():
-            logits = model(images).float()  # [B, n_branches, K]
-        sums[0] += loss_fn(logits, labels) * len(labels)
-        sums[1] += (fuse(logits).argmax(dim=1) == labels).sum()
-        seen += len(labels)
-    loss_sum, correct = sums.tolist()
-    loss_sum, correct, seen = reduce_sums([loss_sum, correct, seen], rt.dist, rt.device)
-    return {"valid_loss": loss_sum / max(seen, 1), "valid_acc": correct / max(seen, 1)}
+def _record_epoch(
+    run: _Run,
+    progress: _Progress,
+    phase_index: int,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+) -> None:
+    """For the epoch just added to ``progress``: rank 0 writes ``best.pt`` (on a new best) and
+    ``last.pt``, then calls the callbacks once every rank is done with the epoch."""
+    metrics = progress.history[-1]
+    if run.dist.is_main:
+        if _best_epoch(progress.history) == len(progress.history) - 1:
+            run.out.save_best(run.model, metrics, run.cfg.augment.model_dump())
+        state = ckpt.training_state(
+            config=run.cfg.model_dump(mode="json"),
+            model=run.model,
+            optimizer=optimizer,
+            scheduler=scheduler,
+            scaler=run.setup.scaler,
+            epoch=progress.epoch,
+            phase=phase_index,
+            history=progress.history,
+            stopped=progress.stopped,
+            device=run.setup.rt.device,
+        )
+        ckpt.save_atomic(state, run.out.last)
+        run.bar.update(1)
+        run.bar.set_postfix(valid_acc=f"{metrics['valid_acc']:.4f}")
+        log.info(_format_epoch(metrics, run.cfg.total_epochs))
+    barrier(run.dist)
+    if run.dist.is_main:
+        for callback in run.callbacks:
+            callback(metrics["epoch"], dict(metrics))
 
 
 def seed_everything(seed: int) -> None:
@@ -351,6 +324,14 @@ def _check_resumable(state: dict[str, Any], cfg: TrainConfig, path: Path) -> Non
         raise ValueError(f"cannot resume {path}: the training config differs in {changed}")
 
 
+def _check_class_order(train_split: SplitLike, valid_split: SplitLike) -> None:
+    if tuple(valid_split.class_names) != tuple(train_split.class_names):
+        raise ValueError(
+            f"train and valid class orders differ: {list(train_split.class_names)} vs "
+            f"{list(valid_split.class_names)}"
+        )
+
+
 def _best_epoch(history: list[dict[str, float]]) -> int:
     """The first epoch with the highest validation accuracy."""
     return max(range(len(history)), key=lambda i: (history[i]["valid_acc"], -i))
@@ -358,48 +339,6 @@ def _best_epoch(history: list[dict[str, float]]) -> int:
 
 def _should_stop(history: list[dict[str, float]], patience: int | None) -> bool:
     return patience is not None and len(history) - 1 - _best_epoch(history) >= patience
-
-
-def _save_best(
-    path: Path,
-    model: nn.Module,
-    info: dict[str, Any],
-    channels: int,
-    metrics: dict[str, float],
-    augment: dict[str, Any],
-) -> None:
-    from psr.models import save_model
-
-    extra = {
-        "epoch": int(metrics["epoch"]),
-        "valid_acc": float(metrics["valid_acc"]),
-        "channels": channels,
-        "augment": augment,  # test-time augmentation reuses the training recipe's views
-    }
-    save_model(path, model, **info, extra=extra)
-
-
-def _model_config(model: nn.Module) -> dict[str, Any]:
-    config = getattr(model, "config", None)
-    if config is None:
-        raise ValueError("pass model_config= (the model has no .config to store in best.pt)")
-    return config.model_dump() if hasattr(config, "model_dump") else dict(config)
-
-
-def _model_image_size(model: nn.Module) -> int:
-    size = getattr(model, "image_size", None)
-    if size is None:
-        raise ValueError("pass image_size= (the model has no .image_size)")
-    return int(size)
-
-
-def _image_channels(split: SplitLike) -> int:
-    """Channels of the split's uint8 images ``[N, H, W, C]`` (``[N, H, W]``: gray)."""
-    images = split.images
-    channels = images.shape[-1] if images.ndim == 4 else 1
-    if images.ndim not in (3, 4) or channels not in (1, 3):
-        raise ValueError(f"training images must be [N, H, W, 1 or 3], got {list(images.shape)}")
-    return int(channels)
 
 
 def _format_epoch(m: dict[str, float], total: int) -> str:

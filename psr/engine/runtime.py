@@ -47,15 +47,6 @@ class Runtime:
             torch.cuda.synchronize(self.device)
 
 
-def resolve_device(name: str) -> torch.device:
-    """auto: CUDA when available, else CPU; asking for cuda without it is an error."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ValueError("device='cuda' but torch sees no CUDA device (use device='auto' or 'cpu')")
-    return torch.device(name)
-
-
 def resolve_amp(amp: str, device: torch.device) -> torch.dtype | None:
     """auto: bf16 where the GPU supports it, else fp16 (with a GradScaler); off on CPU."""
     if amp == "off" or (amp == "auto" and device.type != "cuda"):

@@ -3,7 +3,8 @@
 oneDNN's convolutions, batch norm and pooling are faster on NHWC for these narrow layers
 (bench/model_speed.py: about 1.5x for the embedded model's training step, 1.05-1.1x at the
 paper's width). The math is unchanged. Modules that convert their input carry a
-``cpu_channels_last`` attribute (True by default); on other devices the caller picks the layout.
+``cpu_channels_last`` attribute (True by default; ``psr.engine.fit`` on CPU sets it from
+``TrainConfig.channels_last``); on other devices the caller picks the layout.
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
-"""Writers of tiny raw datasets in the exact published formats (docs/datasets.md), shared by the
-reader, prepare and prepared-format tests."""
+"""Writers of tiny raw datasets in the exact published formats, shared by the reader, prepare
+and prepared-format tests."""
 
 from __future__ import annotations
 

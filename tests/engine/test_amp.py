@@ -1,8 +1,9 @@
 import pytest
 import torch
 
+from psr.device import resolve_device
 from psr.engine import fit
-from psr.engine.runtime import resolve_amp, resolve_device
+from psr.engine.runtime import resolve_amp
 
 
 def test_amp_is_off_on_cpu_and_explicit_values_are_honoured():

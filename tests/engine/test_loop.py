@@ -188,6 +188,22 @@ def test_best_checkpoint_of_a_real_psr_model_loads_back(tmp_path, kit, channels)
     assert all(torch.equal(v, trained[k].cpu()) for k, v in loaded.state_dict().items())
 
 
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_channels_last_decides_the_cpu_layout_inside_psr(tmp_path, kit, channels_last):
+    from psr.models import create_model
+    from psr.models.layout import set_cpu_channels_last
+
+    torch.manual_seed(0)
+    model = create_model(
+        "psr", num_classes=3, image_size=64, width=0.0625, sr_features=8, sr_res_blocks=1
+    )
+    set_cpu_channels_last(model, not channels_last)  # fit must switch it, either way
+    cfg = kit.tiny_config(epochs1=1, epochs2=0, batch_size=4, channels_last=channels_last)
+    fit(model, kit.make_split(8), kit.make_split(4, seed=1), cfg, tmp_path)
+    layouts = [m.cpu_channels_last for m in model.modules() if hasattr(m, "cpu_channels_last")]
+    assert len(layouts) >= 2 and set(layouts) == {channels_last}  # PSRNet and its SR nets
+
+
 def test_worker_processes_do_not_change_the_result(kit, tmp_path):
     """Augmentation is seeded per sample: 0 or 2 (persistent) workers train identically."""
     cfg = kit.tiny_config(epochs1=2, epochs2=0)
