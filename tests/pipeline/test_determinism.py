@@ -102,6 +102,26 @@ def test_sr_pretrain_stage_twice_gives_identical_weights(workspace, monkeypatch)
     assert _same(first, _tensors(SR_DIR / "sr_x2.pt"))
 
 
+def test_tune_stage_twice_gives_identical_trials(workspace, monkeypatch):
+    """Two fresh studies of the same params: the same trial values and results, in order."""
+    import optuna
+
+    from pipeline import tuning
+    from pipeline.params import load_params
+    from pipeline.stages import tune
+
+    monkeypatch.chdir(workspace)
+    params = load_params()
+    runs = []
+    for storage in ("journal:first.journal", "journal:second.journal"):
+        cfg = params.tune.model_copy(update={"storage": storage, "n_trials": 3})
+        tune.run(params.model_copy(update={"tune": cfg}))
+        _, name = tuning.study_for(params)
+        study = optuna.load_study(study_name=name, storage=tuning.open_storage(storage))
+        runs.append([(t.params, t.value, t.state) for t in study.get_trials()])
+    assert len(runs[0]) == 3 and runs[0] == runs[1]
+
+
 def test_two_tune_workers_never_propose_the_same_values(workspace):
     """Two worker processes on one JournalStorage study (what the psr-tune flow starts)."""
     import mlflow
