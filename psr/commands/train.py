@@ -29,6 +29,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     over.add_argument("--loss", help="loss name (pdls, uniform_ls, soft_ce, ce, focal_pdls)")
     over.add_argument("--model", help="model family member (psr, psr_nostn, vgg16, ...)")
     over.add_argument("--image-size", type=int, help="model input side S")
+    over.add_argument("--sr-weights", help="SR net weights, e.g. sr_x2.pt from `psr sr-pretrain`")
     over.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
@@ -55,7 +56,7 @@ def model_config(args: argparse.Namespace) -> Any:
     from psr.configfile import load_config
     from psr.models import ModelConfig
 
-    overrides = {"name": args.model, "image_size": args.image_size}
+    overrides = {"name": args.model, "image_size": args.image_size, "sr_weights": args.sr_weights}
     return load_config(ModelConfig, args.model_config, "model", overrides)
 
 
