@@ -108,6 +108,12 @@ class RegisterParams(Section):
         0.0, ge=0, description="the new version must beat the champion by more than this"
     )
     sample_size: int = Field(8, ge=1, description="test images used to check the loaded model")
+    baseline_margin: float | None = Field(
+        0.02,
+        ge=0,
+        description="a version must also beat the majority-class baseline on register.metric by "
+        "more than this to become champion (null: no floor)",
+    )
 
 
 class Params(Section):

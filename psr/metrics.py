@@ -190,3 +190,21 @@ def classification_metrics(
         for name, acc in zip(names, accs, strict=True):
             out[f"branch_accuracy_{name}"] = float(acc)
     return out
+
+
+#: Metrics of the majority-class baseline (the others are undefined or meaningless for it).
+BASELINE_METRICS = ("accuracy", "macro_f1", "uar")
+
+
+def majority_baseline(
+    train_labels: np.ndarray, labels: np.ndarray, class_names: Sequence[str]
+) -> dict[str, float | str]:
+    """What always answering the training split's most frequent class scores on ``labels``:
+    the floor a model must clear to have learned anything (``class`` names that class)."""
+    k = len(class_names)
+    counts = np.bincount(np.asarray(train_labels, dtype=np.int64), minlength=k)
+    majority = int(counts.argmax())
+    probs = np.zeros((len(labels), k))
+    probs[:, majority] = 1.0
+    scores = classification_metrics(np.asarray(labels), probs, class_names)
+    return {"class": class_names[majority], **{m: float(scores[m]) for m in BASELINE_METRICS}}

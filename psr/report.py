@@ -67,12 +67,17 @@ def calibration_table(result: EvalResult) -> pd.DataFrame:
     )
 
 
-def metrics_document(results: Mapping[str, EvalResult]) -> dict:
-    """The first result's metrics at the top level (``variant`` names it), the others nested."""
+def metrics_document(
+    results: Mapping[str, EvalResult], baseline: Mapping[str, float | str] | None = None
+) -> dict:
+    """The first result's metrics at the top level (``variant`` names it), the others nested;
+    ``majority_baseline``: what always answering the most frequent training class scores."""
     (first_name, first), *others = results.items()
     document: dict = {"variant": first_name, **first.metrics}
     for name, result in others:
         document[name] = dict(result.metrics)
+    if baseline is not None:
+        document["majority_baseline"] = dict(baseline)
     return document
 
 
@@ -150,6 +155,7 @@ def write_report(
     breakdown_column: str | None = None,
     title: str = "PSR-FER evaluation",
     info: Mapping[str, str] | None = None,
+    baseline: Mapping[str, float | str] | None = None,
 ) -> Path:
     """Write every output into ``out_dir`` (replaced as a whole) and return its path.
 
@@ -165,7 +171,7 @@ def write_report(
     # metrics.json marks an earlier report: any other non-empty folder is left alone.
     with atomic_directory(out_dir, marker="metrics.json") as tmp:
         (tmp / "metrics.json").write_text(
-            json.dumps(metrics_document(results), indent=2) + "\n", encoding="utf-8"
+            json.dumps(metrics_document(results, baseline), indent=2) + "\n", encoding="utf-8"
         )
         predictions_table(first).to_csv(tmp / "predictions.csv", index=False)
         calibration_table(first).to_csv(tmp / "calibration.csv", index=False)
@@ -275,6 +281,12 @@ def report_checkpoint(
     }
     if breakdown is not None:
         run_info[f"breakdown by {by_column}"] = breakdown.attrs["matched_by"]
+    baseline = _majority_baseline(data, prepared)
+    if baseline is not None:
+        run_info["majority-class baseline"] = (
+            f"always {baseline['class']!r}: accuracy {baseline['accuracy']:.4f}, "
+            f"macro-F1 {baseline['macro_f1']:.4f}, UAR {baseline['uar']:.4f}"
+        )
     write_report(
         out_dir,
         results,
@@ -282,5 +294,18 @@ def report_checkpoint(
         breakdown=breakdown,
         breakdown_column=by_column,
         info=run_info,
+        baseline=baseline,
     )
     return results, breakdown
+
+
+def _majority_baseline(data: str | Path, prepared) -> dict[str, float | str] | None:
+    """The majority-class baseline of the evaluated split: the most frequent class of the
+    dataset's train split (never of the evaluated split itself); None without a train split."""
+    from psr.data.prepared import load_split, read_manifest
+    from psr.metrics import majority_baseline
+
+    if "train" not in read_manifest(data)["splits"]:
+        return None
+    train = load_split(data, "train")
+    return majority_baseline(train.labels, prepared.labels, prepared.class_names)

@@ -155,3 +155,14 @@ def test_confusion_matrix_rejects_out_of_range_predictions():
 def test_calibration_needs_at_least_one_bin():
     with pytest.raises(ValueError, match="n_bins"):
         metrics.calibration_bins(np.array([0]), np.array([[1.0, 0.0]]), n_bins=0)
+
+
+def test_majority_baseline_answers_the_most_frequent_training_class():
+    from psr.metrics import majority_baseline
+
+    names = ("a", "b", "c")
+    baseline = majority_baseline(np.array([1, 1, 0, 2, 1]), np.array([0, 1, 1, 2]), names)
+    assert baseline["class"] == "b"
+    assert baseline["accuracy"] == pytest.approx(0.5)
+    assert baseline["uar"] == pytest.approx(1 / 3)  # recall 1 for b, 0 for a and c
+    assert baseline["macro_f1"] == pytest.approx((2 * 0.5 * 1 / 1.5) / 3)

@@ -62,8 +62,19 @@ def decide(
     *,
     champion_version: str | None = None,
     same_dataset: bool = True,
+    baseline: float | None = None,
 ) -> Decision:
-    """The champion gate: promote when there is no champion or the new value is better."""
+    """The champion gate: a version that does not beat the majority-class ``baseline`` by more
+    than ``register.baseline_margin`` never becomes champion; otherwise it is promoted when there
+    is no champion or it beats the champion by more than ``register.min_improvement``."""
+    if baseline is not None and cfg.baseline_margin is not None:
+        gain = new - baseline if cfg.greater_is_better else baseline - new
+        if gain <= cfg.baseline_margin:
+            reason = (
+                f"{cfg.metric} {new:.4f} does not beat the majority-class baseline "
+                f"({baseline:.4f}) by more than {cfg.baseline_margin}"
+            )
+            return Decision(False, reason, new, champion, champion_version)
     if champion is None:
         return Decision(True, "no champion yet", new, None, champion_version)
     if not same_dataset:
@@ -186,8 +197,10 @@ def register(
     *,
     source_runs: Mapping[str, str] | None = None,
     tolerance: float = 1e-5,
+    baseline: float | None = None,
 ) -> dict[str, Any]:
-    """Log, register, verify and gate one model; return the registry document."""
+    """Log, register, verify and gate one model (``baseline``: the majority-class baseline of
+    ``register.metric``, the floor); return the registry document."""
     cfg = params.registry
     client = MlflowClient()
     images = sample_images(params)
@@ -221,6 +234,7 @@ def register(
         cfg,
         champion_version=champion_version,
         same_dataset=champion_dataset in ("", params.dataset_name),
+        baseline=baseline,
     )
     target = {CHALLENGER: number}
     if decision.promote:
@@ -239,6 +253,8 @@ def register(
             "name": cfg.metric,
             "greater_is_better": cfg.greater_is_better,
             "min_improvement": cfg.min_improvement,
+            "majority_baseline": baseline,
+            "baseline_margin": cfg.baseline_margin,
             **asdict(decision),
         },
         "decision": "promoted" if decision.promote else "kept champion",
@@ -275,7 +291,10 @@ def run(params: Params) -> None:
         manifest=read_manifest(params.prepared_dir),
         tags={f"psr.run.{stage}": run_id for stage, run_id in runs.items()},
     ) as run:
-        document = register(params, CHECKPOINT, float(metrics[cfg.metric]), source_runs=runs)
+        baseline = (metrics.get("majority_baseline") or {}).get(cfg.metric)
+        document = register(
+            params, CHECKPOINT, float(metrics[cfg.metric]), source_runs=runs, baseline=baseline
+        )
         document["run_id"] = run.info.run_id
         mlflow.set_tags(
             {"psr.registered_version": document["version"], "psr.decision": document["decision"]}

@@ -38,6 +38,10 @@ def test_evaluate_job_with_both_variants_and_a_breakdown(prepared, checkpoint, t
     assert {"accuracy", "no_tta_accuracy", "macro_f1", "ece"} <= set(logged)
     metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
     assert metrics["accuracy"] == pytest.approx(logged["accuracy"])
+    baseline = metrics["majority_baseline"]  # the train split's most frequent class, on test
+    assert baseline["class"] in json.loads((prepared / "manifest.json").read_text())["class_names"]
+    assert 0 < baseline["accuracy"] < 1
+    assert "majority-class baseline" in (tmp_path / "out" / "report.html").read_text()
     assert result.breakdown is not None and len(result.breakdown) > 0
     assert (tmp_path / "out" / "report.html").is_file()
 

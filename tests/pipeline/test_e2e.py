@@ -56,6 +56,7 @@ TINY = [
     "evaluate.tta_repeats=1",
     "evaluate.batch_size=64",
     "register.sample_size=4",
+    "register.baseline_margin=null",  # the tiny model need not clear the floor (unit-tested)
 ]
 #: A wide learning-rate range: trials differ enough for the median pruner to stop some.
 TINY_SPACE = {
@@ -256,6 +257,8 @@ def test_registered_version_is_champion(pipeline_repo: PipelineRepo):
     registry = json.loads((pipeline_repo.root / "reports/registry.json").read_text())
     assert registry["name"] == "psr-fer"
     assert registry["decision"] == "promoted"
+    baseline = registry["metric"]["majority_baseline"]  # recorded beside the decision
+    assert 0 < baseline < 1 and registry["metric"]["baseline_margin"] is None
     assert registry["aliases"] == {
         "champion": registry["version"],
         "challenger": registry["version"],

@@ -32,6 +32,28 @@ def test_gate_compares_on_the_configured_direction(new, champion, greater, margi
     assert decision.champion == champion and decision.champion_version == "3"
 
 
+@pytest.mark.parametrize(
+    ("new", "baseline", "margin", "promote"),
+    [
+        (0.125, 0.125, 0.02, False),  # predicts the majority class for every image
+        (0.14, 0.125, 0.02, False),  # not by more than the margin
+        (0.20, 0.125, 0.02, True),
+        (0.125, 0.125, None, True),  # no floor
+    ],
+)
+def test_a_version_must_beat_the_majority_baseline(new, baseline, margin, promote):
+    cfg = RegisterParams(baseline_margin=margin)
+    decision = decide(new, None, cfg, baseline=baseline)
+    assert decision.promote is promote
+    if not promote:
+        assert "majority-class baseline (0.1250)" in decision.reason
+
+
+def test_the_floor_applies_before_the_champion_comparison():
+    decision = decide(0.3, 0.1, RegisterParams(), champion_version="2", baseline=0.3)
+    assert not decision.promote and "majority-class baseline" in decision.reason
+
+
 def test_champion_of_another_dataset_is_not_compared():
     decision = decide(0.99, 0.1, RegisterParams(), champion_version="1", same_dataset=False)
     assert not decision.promote and "another dataset" in decision.reason
