@@ -108,9 +108,9 @@ def sampler_seed(base: int, worker: int) -> int:
     return int(np.random.SeedSequence([base, worker]).generate_state(1)[0])
 
 
-def create_study(params: Params, name: str, worker: int = 0) -> optuna.Study:
+def create_study(params: Params, name: str, seed: int, worker: int = 0) -> optuna.Study:
+    """Open (or create) the study; this worker samples with ``seed``, recorded on the study."""
     cfg = params.tune
-    seed = sampler_seed(cfg.seed, worker)
     study = optuna.create_study(
         storage=open_storage(cfg.storage),
         study_name=name,
@@ -204,12 +204,12 @@ def optimize(params: Params, name: str, parent_run_id: str, worker: int = 0) -> 
     from psr.engine import NonFiniteLossError
 
     cfg = params.tune
-    study = create_study(params, name, worker)
+    seed = sampler_seed(cfg.seed, worker)
+    study = create_study(params, name, seed, worker)
     remaining = cfg.n_trials - len(study.get_trials(deepcopy=False, states=FINISHED))
     if remaining <= 0:
         log.info("study %s already holds %d finished trials", name, cfg.n_trials)
         return study
-    seed = sampler_seed(cfg.seed, worker)
     study.optimize(
         Objective(params, name, parent_run_id, seed),
         n_trials=remaining,

@@ -62,14 +62,13 @@ def model_config(args: argparse.Namespace) -> Any:
 
 def run(args: argparse.Namespace) -> int:
     import logging
-    import os
     import sys
 
     from psr.engine import NonFiniteLossError
-    from psr.engine.distributed import launched_by_torchrun
+    from psr.engine.distributed import is_main_process, launched_by_torchrun
     from psr.jobs import train
 
-    main_process = int(os.environ.get("RANK", "0")) == 0
+    main_process = is_main_process()
     logging.basicConfig(
         level=logging.INFO if main_process else logging.WARNING, format="%(message)s"
     )

@@ -36,6 +36,11 @@ def launched_by_torchrun() -> bool:
     return "RANK" in os.environ and "WORLD_SIZE" in os.environ
 
 
+def is_main_process() -> bool:
+    """Rank 0 of a torchrun launch, or a process that torchrun did not start."""
+    return int(os.environ.get("RANK", "0")) == 0
+
+
 @contextmanager
 def distributed(device_type: str) -> Iterator[DistInfo]:
     """Join the process group torchrun prepared for the duration of the block (and leave it

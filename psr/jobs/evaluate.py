@@ -86,8 +86,6 @@ def run(
     (replaced as a whole). ``sidecar`` is needed when ``cfg.breakdown_by`` is set."""
     from psr.report import report_checkpoint
 
-    if (sidecar is None) != (cfg.breakdown_by is None):
-        raise ValueError("a breakdown needs both the sidecar file and evaluate.breakdown_by")
     results, breakdown = report_checkpoint(
         checkpoint,
         data,

@@ -13,7 +13,6 @@ The policies every training shares, settled here once:
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +20,7 @@ from typing import Any
 
 from psr.data.prepared import load_split, read_manifest
 from psr.engine import FitResult, TrainConfig, fit
+from psr.engine.distributed import is_main_process
 from psr.engine.loop import Callback, seed_everything
 from psr.fileio import write_json
 from psr.jobs.history import HISTORY_FILE, METRICS_FILE, HistoryFile, write_history
@@ -103,7 +103,7 @@ def run(
         image_size=model.image_size,
     )
     metrics = summary(result)
-    if int(os.environ.get("RANK", "0")) == 0:
+    if is_main_process():
         write_history(reports / HISTORY_FILE, result.history)  # complete, also after a resume
         write_json(reports / METRICS_FILE, metrics)
     return TrainResult(fit=result, model=model, metrics=metrics)
