@@ -11,7 +11,7 @@ export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export DO_NOT_TRACK := 1
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: run test lint format deps venv ui
+.PHONY: run test lint format deps venv ui ablate
 
 venv: $(STAMP)
 
@@ -24,6 +24,11 @@ $(STAMP): pyproject.toml
 ## run: the whole pipeline on the embedded default (synthetic data, CPU) with `dvc repro`
 run: $(STAMP)
 	$(BIN)/dvc repro
+
+## ablate: the paper's ablation family (ablation/dvc.yaml), its table and plot copied into the README
+ablate: $(STAMP)
+	$(BIN)/dvc repro ablation/dvc.yaml
+	$(BIN)/python -m pipeline.readme
 
 ## test: the test suite
 test: $(STAMP)
@@ -65,7 +70,7 @@ prefect-worker: $(STAMP)
 	$(prefect_env) $(BIN)/prefect work-pool create $(PREFECT_POOL) --type process --overwrite
 	$(prefect_env) $(BIN)/prefect worker start --pool $(PREFECT_POOL)
 
-## deploy: register the deployments of prefect.yaml (psr-pipeline/local, psr-tune/local)
+## deploy: register the deployments of prefect.yaml (psr-pipeline, psr-tune, psr-ablate: /local)
 deploy: $(STAMP)
 	$(prefect_env) $(BIN)/prefect --no-prompt deploy --all
 

@@ -7,7 +7,7 @@ imports inside functions included) through the project's packages (``psr``, ``pi
 writes the files reached into dvc.yaml: a package folder when all of its ``.py`` files are
 needed, else the files, sorted, then the stage's other deps (data, models, reports) as they were.
 
-    python -m pipeline.dvcdeps           # rewrite the deps in dvc.yaml (make deps)
+    python -m pipeline.dvcdeps           # rewrite dvc.yaml's and ablation/dvc.yaml's (make deps)
     python -m pipeline.dvcdeps --check   # write nothing; exit 1 naming each stage that differs
 
 Not seen: imports by computed name (``importlib.import_module(f"...")``); no stage uses one.
@@ -32,7 +32,9 @@ from ruamel.yaml.comments import CommentedMap, CommentedSeq
 
 PACKAGES = ("psr", "pipeline")
 REPO = Path(__file__).resolve().parents[1]
-STAGE_CMD = re.compile(r"python[\d.]*\s+-m\s+(pipeline\.stages\.[\w.]+)")
+STAGE_CMD = re.compile(r"python[\d.]*\s+-m\s+(pipeline\.stages\.[\w.]+)(\s.*)?")
+#: Every pipeline file whose stages the generator keeps (``make deps``).
+DVC_FILES = (REPO / "dvc.yaml", REPO / "ablation" / "dvc.yaml")
 
 
 # ---- imports -> files ----
@@ -156,10 +158,13 @@ def _yaml() -> YAML:
 
 def generate(dvc_yaml: Path, doc: dict) -> dict[str, list[object]]:
     """Stage name -> its deps as they should be, for every stage run as a stage module."""
-    root = dvc_yaml.resolve().parent
     stages = doc.get("stages") or {}
-    return {
-        name: stage_deps(root, module, stages[name].get("deps") or [])
+    return {  # a stage's paths are relative to its wdir (default: the dvc.yaml's folder)
+        name: stage_deps(
+            (dvc_yaml.parent / stages[name].get("wdir", ".")).resolve(),
+            module,
+            stages[name].get("deps") or [],
+        )
         for name, module in stage_modules(doc).items()
     }
 
@@ -256,17 +261,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--check", action="store_true", help="compare only; exit 1 on a difference")
-    parser.add_argument("dvc_yaml", nargs="?", type=Path, default=REPO / "dvc.yaml")
+    parser.add_argument("dvc_yaml", nargs="*", type=Path, default=list(DVC_FILES))
     args = parser.parse_args(argv)
     if args.check:
-        problems = check(args.dvc_yaml)
+        problems = [f"{path}: {line}" for path in args.dvc_yaml for line in check(path)]
         for line in problems:
-            print(f"{args.dvc_yaml}: {line}", file=sys.stderr)
+            print(line, file=sys.stderr)
         if problems:
             print("code deps out of date: run `make deps`", file=sys.stderr)
         return 1 if problems else 0
-    changed = write(args.dvc_yaml)
-    print(f"{args.dvc_yaml}: " + (f"updated {', '.join(changed)}" if changed else "up to date"))
+    for path in args.dvc_yaml:
+        changed = write(path)
+        print(f"{path}: " + (f"updated {', '.join(changed)}" if changed else "up to date"))
     return 0
 
 

@@ -4,6 +4,9 @@
   <stage>``: DVC decides what is stale, so the tasks never use Prefect's cache), their output
   streamed to the flow's log, ``download`` retried (it is the only one that touches the network).
   Ends with a markdown artifact: the metrics table and the registry decision.
+- ``psr-ablate``: the paper's ablation (``ablation/dvc.yaml``): the data stages, one task per
+  arm and seed (``dvc repro --single-item ablation/dvc.yaml:arm@<arm>-<seed>``), the report;
+  ends with the results table as a markdown artifact.
 - ``psr-tune``: N Optuna workers in parallel processes against one shared storage (a
   JournalStorage file by default), their trials nested under one MLflow run. Point
   ``tune.storage`` at the same storage and the DVC ``tune`` stage then finds the budget spent.
@@ -166,6 +169,45 @@ def psr_pipeline(
     markdown = report_markdown(root)
     create_markdown_artifact(
         markdown=markdown, key=ARTIFACT_KEY, description="PSR-FER metrics and registry decision"
+    )
+    return markdown
+
+
+ABLATION_DVC = "ablation/dvc.yaml"
+#: The main pipeline's stages the ablation's runs read (data, prior, SR weights).
+ABLATION_INPUTS = ("download", "prepare", "priors", "sr_pretrain")
+
+
+@flow(name="psr-ablate", log_prints=True)
+def psr_ablate(
+    repo: str | None = None, force: bool = False, set_params: list[str] | None = None
+) -> str:
+    """The ablation family of params.yaml's ``ablate`` section, one task per arm and seed
+    (sequential: each run uses the machine), then the report; returns results.md.
+
+    ``set_params`` (``["ablate.seeds=[0]"]``) edits params.yaml first, as in ``psr-pipeline``.
+    """
+    from pipeline import ablation
+    from pipeline.params import load_params
+    from pipeline.params import set_params as apply
+    from pipeline.stages.ablation_report import RESULTS_FILE
+
+    root = Path(repo).resolve() if repo else REPO
+    if set_params:
+        apply(root / PARAMS_FILE, list(set_params))
+    with contextlib.chdir(root):
+        runs = ablation.planned_runs(load_params())
+    for stage in ABLATION_INPUTS:
+        run_stage.with_options(retries=RETRIED.get(stage, 0)).submit(stage, str(root)).result()
+    for arm, seed in runs:
+        name = f"{ABLATION_DVC}:arm@{arm}-{seed}"
+        run_stage.with_options(task_run_name=ablation.run_name(arm, seed)).submit(
+            name, str(root), force
+        ).result()
+    run_stage.submit(f"{ABLATION_DVC}:report", str(root), force).result()
+    markdown = (root / RESULTS_FILE).read_text(encoding="utf-8")
+    create_markdown_artifact(
+        markdown=markdown, key="psr-ablation", description="PSR-FER ablation results"
     )
     return markdown
 

@@ -116,6 +116,36 @@ class RegisterParams(Section):
     )
 
 
+class AblateParams(Section):
+    """The paper's ablation (``make ablate``, :mod:`pipeline.ablation`): which arms, how many
+    seeds, and the one training budget every arm gets."""
+
+    arms: list[str] = Field(
+        default_factory=lambda: list(_arm_names()), description="arms of pipeline.ablation.ARMS"
+    )
+    seeds: list[int] = Field([0, 1, 2], min_length=1, description="train.seed of each repeat")
+    phase1_epochs: int | None = Field(None, ge=1, description="null: train.phase1.epochs")
+    phase2_epochs: int | None = Field(None, ge=0, description="null: train.phase2.epochs")
+
+    @model_validator(mode="after")
+    def _known(self) -> AblateParams:
+        unknown = [a for a in self.arms if a not in _arm_names()]
+        if unknown:
+            raise ValueError(f"unknown arm(s) {unknown}; valid: {list(_arm_names())}")
+        for what, values in (("arms", self.arms), ("seeds", self.seeds)):
+            if len(set(values)) != len(values):
+                raise ValueError(f"ablate.{what} lists a value twice: {values}")
+        if not self.arms:
+            raise ValueError("ablate.arms is empty")
+        return self
+
+
+def _arm_names() -> tuple[str, ...]:
+    from pipeline.ablation import ARMS
+
+    return tuple(ARMS)
+
+
 class Params(Section):
     """The whole ``params.yaml``."""
 
@@ -129,6 +159,7 @@ class Params(Section):
     evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
     # ``register`` would shadow pydantic's (ABC) ``register`` classmethod: aliased.
     registry: RegisterParams = Field(default_factory=RegisterParams, alias="register")
+    ablate: AblateParams = Field(default_factory=AblateParams)
 
     @model_validator(mode="after")
     def _consistent(self) -> Params:

@@ -155,6 +155,31 @@ def stage_run(
             write_json(record, run_record(run, stage))
 
 
+def parent_run(
+    dataset: str, tag: str, value: str, *, name: str, params: Mapping | None = None
+) -> str:
+    """The id of the run tagged ``tag=value`` in the dataset's experiment, created (with
+    ``params`` logged) when there is none: the parent that runs in other processes nest under
+    (``mlflow.parentRunId``), e.g. every arm of one ablation."""
+    experiment_id = use_experiment(dataset)
+    found = mlflow.search_runs(
+        [experiment_id],
+        filter_string=f"tags.`{tag}` = '{value}'",
+        order_by=["attributes.start_time ASC"],
+        max_results=1,
+        output_format="list",
+    )
+    if found:
+        return found[0].info.run_id
+    tags = {tag: value, TAG_DATASET: dataset, "psr.workspace": str(workspace())}
+    if commit := git_commit():
+        tags[TAG_GIT_COMMIT] = commit
+    with mlflow.start_run(run_name=name, tags=tags) as run:
+        if params:
+            log_params(params)
+    return run.info.run_id
+
+
 def epoch_logger(prefix: str = "") -> Callable[[int, Mapping[str, float]], None]:
     """An engine callback that logs each epoch's numeric metrics to the active run."""
 

@@ -155,3 +155,22 @@ def plot_breakdown(table: pd.DataFrame, column: str, path: Path) -> None:
     ax.set_title(f"accuracy by {column}")
     ax.legend()
     _save(fig, path)
+
+
+def plot_groups_by_arm(table: pd.DataFrame, column: str, path: Path) -> None:
+    """Accuracy per group of ``column`` for several models (``table``: arm, group, count, mean,
+    std in group order), one line with seed-to-seed error bars per arm."""
+    groups = list(dict.fromkeys(table["group"]))
+    counts = table.drop_duplicates("group").set_index("group")["count"]
+    x = np.arange(len(groups))
+    fig, ax = plt.subplots(figsize=(3 + 1.1 * len(groups), 4.2))
+    for arm, rows in table.groupby("arm", sort=False):
+        rows = rows.set_index("group").reindex(groups)
+        ax.errorbar(x, rows["mean"], yerr=rows["std"], marker="o", capsize=3, label=arm)
+    ax.set_xticks(x, [f"{g}\n(n={int(counts[g])})" for g in groups])
+    ax.set_xlabel(column)
+    ax.set_ylabel("test accuracy (mean ± std over seeds)")
+    ax.set_ylim(0, 1)
+    ax.set_title(f"accuracy by {column}")
+    ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    _save(fig, path)

@@ -17,8 +17,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", help="pre-training YAML (psr.jobs.sr_pretrain fields)")
     over = parser.add_argument_group("overrides of the YAML files")
     over.add_argument("--image-size", type=int, help="model input side S (the net restores S)")
-    over.add_argument("--epochs", type=int)
+    over.add_argument("--steps", type=int, help="optimizer steps")
     over.add_argument("--batch-size", type=int)
+    over.add_argument("--patch-size", type=int, help="side of the training patches (even)")
     over.add_argument("--lr", type=float, help="Adam learning rate")
     over.add_argument("--max-images", type=int, help="train on at most this many faces")
     over.add_argument("--device", choices=("auto", "cpu", "cuda"))
@@ -32,8 +33,9 @@ def run(args: argparse.Namespace) -> int:
 
     model = load_config(ModelConfig, args.model_config, "model", {"image_size": args.image_size})
     overrides = {
-        "epochs": args.epochs,
+        "steps": args.steps,
         "batch_size": args.batch_size,
+        "patch_size": args.patch_size,
         "lr": args.lr,
         "max_images": args.max_images,
         "device": args.device,
@@ -47,6 +49,7 @@ def run(args: argparse.Namespace) -> int:
     m = result.metrics
     print(
         f"{result.weights}: PSNR {m['psnr_sr']:.2f} dB on validation faces "
-        f"(bicubic {m['psnr_bicubic']:.2f} dB, gain {m['psnr_gain']:+.2f} dB)"
+        f"(bicubic {m['psnr_bicubic']:.2f} dB, gain {m['psnr_gain']:+.2f} dB), "
+        f"SSIM {m['ssim_sr']:.4f} (bicubic {m['ssim_bicubic']:.4f})"
     )
     return 0

@@ -4,6 +4,7 @@ from pathlib import Path
 from textwrap import dedent
 
 import pytest
+import yaml
 
 from pipeline import dvcdeps
 
@@ -140,6 +141,21 @@ def test_a_stage_without_deps_gets_them_after_its_cmd(project: Path):
     assert text.endswith("      - psr/models\n\n# end\n")
 
 
-def test_repository_dvc_yaml_is_up_to_date():
+@pytest.mark.parametrize(
+    "dvc_yaml", dvcdeps.DVC_FILES, ids=lambda p: p.relative_to(REPO).as_posix()
+)
+def test_repository_dvc_yaml_is_up_to_date(dvc_yaml):
     """Fails when a stage's imports changed: run `make deps` (python -m pipeline.dvcdeps)."""
-    assert dvcdeps.check(REPO / "dvc.yaml") == []
+    assert dvcdeps.check(dvc_yaml) == []
+
+
+def test_paths_are_relative_to_the_stage_wdir_and_commands_may_take_arguments(project: Path):
+    (project / "sub").mkdir()
+    dvc_yaml = project / "sub" / "dvc.yaml"
+    dvc_yaml.write_text(
+        "stages:\n  one:\n    wdir: ..\n    cmd: python -m pipeline.stages.one ${item.x} 3\n"
+        "    deps:\n      - data/in\n"
+    )
+    dvcdeps.write(dvc_yaml)
+    deps = yaml.safe_load(dvc_yaml.read_text())["stages"]["one"]["deps"]
+    assert deps[-1] == "data/in" and "pipeline/helpers.py" in deps, deps

@@ -36,10 +36,12 @@ TINY = [
     "download.synth.valid=64",
     "download.synth.test=64",
     "prepare.name=tiny",
-    "sr_pretrain.epochs=1",
+    "sr_pretrain.steps=4",
+    "sr_pretrain.valid_every=2",
     "sr_pretrain.batch_size=32",
     "sr_pretrain.max_images=128",
     "sr_pretrain.valid_images=32",
+    "tune.enabled=true",  # off in the embedded default; the machinery is tested here
     "tune.n_trials=5",
     "tune.phase1_epochs=2",
     "tune.phase2_epochs=0",
@@ -57,6 +59,9 @@ TINY = [
     "evaluate.batch_size=64",
     "register.sample_size=4",
     "register.baseline_margin=null",  # the tiny model need not clear the floor (unit-tested)
+    "ablate.seeds=[0]",  # the ablation's machinery: every arm, one seed, one epoch
+    "ablate.phase1_epochs=1",
+    "ablate.phase2_epochs=0",
 ]
 #: A wide learning-rate range: trials differ enough for the median pruner to stop some.
 TINY_SPACE = {
@@ -131,7 +136,7 @@ def copy_repository(dest: Path, assignments: list[str], space: dict | None = Non
     ).stdout.split("\0")
     for name in filter(None, listed):
         source = REPO / name
-        if name == "dvc.lock" or not source.is_file() or name.startswith(".dvc/tmp"):
+        if name.endswith("dvc.lock") or not source.is_file() or name.startswith(".dvc/tmp"):
             continue
         target = dest / name
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -475,6 +480,58 @@ def test_served_champion_answers_http(pipeline_repo: PipelineRepo, tmp_path, mon
     np.testing.assert_allclose(served, predictor.probabilities(list(images)), atol=1e-5)
 
 
+def test_ablation_runs_every_arm_under_one_parent_and_fills_the_readme(
+    pipeline_repo: PipelineRepo,
+):
+    """make ablate's two commands: every arm x seed as a DVC matrix stage, the report generated
+    from their runs, one MLflow parent, the README block filled; a rerun has nothing to do."""
+    import pandas as pd
+
+    from pipeline.ablation import ARMS
+
+    root = pipeline_repo.root
+    first = run([str(BIN / "dvc"), "repro", "ablation/dvc.yaml"], root, timeout=1200)
+    for arm in ARMS:
+        assert f"Running stage 'ablation/dvc.yaml:arm@{arm}-0'" in first.stdout
+    assert "Running stage 'train'" not in first.stdout  # the main pipeline was up to date
+    summary = root / "reports/ablation/summary"
+    runs = pd.read_csv(summary / "runs.csv").set_index("arm")
+    assert list(runs.index) == [a for a in ARMS if a != "psr_deep"]  # S=64 cannot carry it
+    results = (summary / "results.md").read_text()
+    assert "| `psr_deep` |" in results and "skipped: image_size=64" in results
+    for arm in runs.index:  # every cell comes from that run's metrics.json
+        metrics = json.loads((root / f"reports/ablation/runs/{arm}-seed0/metrics.json").read_text())
+        assert f"| `{arm}` | {ARMS[arm].description} | {metrics['accuracy']:.4f} ± 0.0000 |" in (
+            results
+        )
+    sizes = runs["parameters"]
+    assert sizes["vgg16_ce"] == sizes["vgg16_pdls"] < sizes["pyramid_bicubic"]
+    assert sizes["pyramid_bicubic"] < sizes["pyramid_sr"] < sizes["psr"]  # + EDSR, + STN
+    by_size = pd.read_csv(summary / "by_resolution.csv")
+    assert by_size.groupby("arm")["group"].apply(tuple).nunique() == 1  # same buckets per arm
+    assert (summary / "accuracy_by_resolution.png").stat().st_size > 10_000
+
+    mlflow_client = client(pipeline_repo)
+    parents = set(runs["parent_run_id"])
+    assert len(parents) == 1
+    parent = mlflow_client.get_run(parents.pop())
+    assert parent.info.run_name == "ablation"
+    children = [r for r in stage_runs(pipeline_repo)["ablate"]]
+    assert {r.data.tags["mlflow.parentRunId"] for r in children} == {parent.info.run_id}
+    assert sorted(r.info.run_name for r in children) == sorted(f"{a}-seed0" for a in runs.index)
+    assert parent.data.metrics["psr.accuracy_mean"] == pytest.approx(runs.loc["psr", "accuracy"])
+    artifacts = {a.path for a in mlflow_client.list_artifacts(parent.info.run_id, "ablation")}
+    assert "ablation/results.md" in artifacts
+
+    run([sys.executable, "-m", "pipeline.readme"], root)
+    readme = (root / "README.md").read_text()
+    assert results.splitlines()[2] in readme  # the table's header row
+    assert "(reports/ablation/summary/accuracy_by_resolution.png)" in readme
+    run([sys.executable, "-m", "pipeline.readme", "--check"], root)
+    second = run([str(BIN / "dvc"), "repro", "ablation/dvc.yaml"], root)
+    assert "Running stage" not in second.stdout
+
+
 def test_prefect_deployment_run_completes(pipeline_repo: PipelineRepo, tmp_path):
     """prefect.yaml deployed to a real local server; a process worker runs psr-pipeline (all
     stages up to date: DVC skips them) and psr-tune (two parallel Optuna workers)."""
@@ -504,14 +561,26 @@ def test_prefect_deployment_run_completes(pipeline_repo: PipelineRepo, tmp_path)
                 timeout=900,
                 **env,
             )
+            ablated = run(  # up to date after the ablation test: DVC skips every arm
+                [prefect, "deployment", "run", "psr-ablate/local", "--watch"],
+                root,
+                timeout=900,
+                **env,
+            )
         runs = requests.post(f"{api}/flow_runs/filter", json={}, timeout=30).json()
         artifacts = requests.post(f"{api}/artifacts/filter", json={}, timeout=30).json()
     states = {r["name"]: r["state"]["type"] for r in runs}
-    assert sorted(states.values()) == ["COMPLETED", "COMPLETED"], (result.stdout, tuned.stdout)
+    assert sorted(states.values()) == ["COMPLETED"] * 3, (
+        result.stdout,
+        tuned.stdout,
+        ablated.stdout,
+    )
     report = next(a for a in artifacts if a["key"] == "psr-pipeline-report")
     assert "| evaluate | accuracy |" in report["data"]
     assert "Model registry" in report["data"]
     assert any(a["key"] == "psr-tune-report" for a in artifacts)
+    ablation = next(a for a in artifacts if a["key"] == "psr-ablation")
+    assert "| `psr` | + STN = PSR |" in ablation["data"]
     # the two workers' trials share one journal study and nest under one MLflow run
     assert (root / "optuna.journal").is_file()
     parallel = [r for r in stage_runs(pipeline_repo)["tune"] if r.info.run_name == "tune-parallel"]

@@ -1,0 +1,112 @@
+"""The paper's ablation family: what each arm changes, and the configuration it trains.
+
+Every arm starts from params.yaml's ``model`` and ``train`` sections (the same width, input
+size, schedule and seeds: the same budget, untuned), changes only what its row of the paper's
+ablation changes, and trains against the majority labels so that the loss is the only
+difference between arms 1-3. ``make ablate`` runs them all (``ablation/dvc.yaml``: one DVC
+matrix stage per arm and seed, then the report), docs/ablation.md says how to read the result.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from pipeline.paths import REPORTS_DIR
+
+if TYPE_CHECKING:
+    from pipeline.params import Params
+    from psr.engine import TrainConfig
+    from psr.models import ModelConfig
+
+#: Where one run (arm, seed) writes its numbers, and where the report goes.
+ABLATION_DIR = REPORTS_DIR / "ablation"
+RUNS_DIR = ABLATION_DIR / "runs"
+SUMMARY_DIR = ABLATION_DIR / "summary"
+#: The MLflow tag that names one ablation (its parent run and every arm's run).
+TAG_ABLATION = "psr.ablation"
+
+
+@dataclass(frozen=True)
+class Arm:
+    description: str
+    model: dict[str, Any]  # ModelConfig fields over params.yaml's (member defaults fill the rest)
+    loss: str
+    uses_sr_weights: bool = False
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+#: The paper's ablation, in its order: each arm adds one thing to the one before.
+ARMS: dict[str, Arm] = {
+    "vgg16_ce": Arm("single-scale vgg16, cross-entropy", {"name": "vgg16"}, "ce"),
+    "vgg16_ls": Arm("+ uniform label smoothing", {"name": "vgg16"}, "uniform_ls"),
+    "vgg16_pdls": Arm("+ PDLS (the crowd-vote prior)", {"name": "vgg16"}, "pdls"),
+    "pyramid_bicubic": Arm(
+        "pyramid [1, 2, 1], bicubic instead of SR",
+        {"name": "psr_interp", "stn": False},
+        "pdls",
+    ),
+    "pyramid_sr": Arm(
+        "pyramid [1, 2, 1] with the pre-trained EDSR", {"name": "psr_nostn"}, "pdls", True
+    ),
+    "psr": Arm("+ STN = PSR", {"name": "psr"}, "pdls", True),
+    "psr_deep": Arm(
+        "deeper pyramid [1, 2, 4, 1] (x4 EDSR not pre-trained)",
+        {"name": "psr", "multiples": [1, 2, 4, 1]},
+        "pdls",
+        True,
+    ),
+}
+#: Fields of params.yaml's model section that the family member decides per arm.
+MEMBER_FIELDS = ("name", "multiples", "stn", "sr")
+
+
+def run_name(arm: str, seed: int) -> str:
+    return f"{arm}-seed{seed}"
+
+
+def run_dir(arm: str, seed: int) -> Path:
+    return RUNS_DIR / run_name(arm, seed)
+
+
+def model_config(params: Params, arm: str) -> ModelConfig:
+    """params.yaml's model with the arm's member and changes; raises ValueError when the input
+    size cannot carry the arm (e.g. the deeper pyramid below S = 128)."""
+    from psr.models import ModelConfig
+
+    base = params.model.model_dump(exclude={*MEMBER_FIELDS, "sr_weights"}, exclude_none=True)
+    return ModelConfig(**(base | ARMS[arm].model))
+
+
+def skip_reason(params: Params, arm: str) -> str | None:
+    """Why ``arm`` cannot run on this configuration, or None."""
+    from pydantic import ValidationError
+
+    try:
+        model_config(params, arm)
+    except ValidationError as err:
+        return "; ".join(e["msg"].removeprefix("Value error, ") for e in err.errors())
+    return None
+
+
+def train_config(params: Params, arm: str, seed: int) -> TrainConfig:
+    """params.yaml's train section with the arm's loss, label targets, the seed and the
+    ablation's epochs: the same budget for every arm."""
+    cfg = params.ablate
+    train = params.train
+    loss = train.loss.model_copy(update={"name": ARMS[arm].loss, "targets": "labels"})
+    phases = {
+        name: phase.model_copy(update={"epochs": epochs})
+        for name, phase, epochs in (
+            ("phase1", train.phase1, cfg.phase1_epochs),
+            ("phase2", train.phase2, cfg.phase2_epochs),
+        )
+        if epochs is not None
+    }
+    return train.model_copy(update={"loss": loss, "seed": seed, "progress": False, **phases})
+
+
+def planned_runs(params: Params) -> list[tuple[str, int]]:
+    """Every (arm, seed) the ablation trains, in report order."""
+    return [(arm, seed) for arm in params.ablate.arms for seed in params.ablate.seeds]

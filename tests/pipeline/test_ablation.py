@@ -1,0 +1,181 @@
+"""The ablation family: arm configurations, the params section, the report and the README."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from pipeline import ablation, readme
+from pipeline.params import parse_params
+from pipeline.stages import ablation_report
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+def params():
+    return parse_params(yaml.safe_load((REPO / "params.yaml").read_text()), "params.yaml")
+
+
+def with_changes(params, section: str, **changes):
+    return params.model_copy(update={section: getattr(params, section).model_copy(update=changes)})
+
+
+def test_arms_change_only_what_their_row_adds(params):
+    models = {arm: ablation.model_config(params, arm) for arm in ablation.ARMS if arm != "psr_deep"}
+    assert {arm: (m.multiples, m.stn, m.sr) for arm, m in models.items()} == {
+        "vgg16_ce": ([1], False, "edsr"),
+        "vgg16_ls": ([1], False, "edsr"),
+        "vgg16_pdls": ([1], False, "edsr"),
+        "pyramid_bicubic": ([1, 2, 1], False, "bicubic"),
+        "pyramid_sr": ([1, 2, 1], False, "edsr"),
+        "psr": ([1, 2, 1], True, "edsr"),
+    }
+    for m in models.values():  # the shared knobs are params.yaml's
+        assert (m.width, m.image_size, m.sr_features) == (
+            params.model.width,
+            params.model.image_size,
+            params.model.sr_features,
+        )
+    losses = {arm: ablation.train_config(params, arm, 0).loss for arm in ablation.ARMS}
+    assert [losses[a].name for a in ("vgg16_ce", "vgg16_ls", "vgg16_pdls", "psr")] == [
+        "ce",
+        "uniform_ls",
+        "pdls",
+        "pdls",
+    ]
+    assert {loss.targets for loss in losses.values()} == {"labels"}
+    assert {loss.alpha for loss in losses.values()} == {params.train.loss.alpha}
+
+
+def test_every_arm_gets_the_same_budget_and_its_seed(params):
+    params = with_changes(params, "ablate", phase1_epochs=3, phase2_epochs=0)
+    configs = [ablation.train_config(params, arm, 7) for arm in ablation.ARMS]
+    assert {(c.phase1.epochs, c.phase2.epochs, c.seed) for c in configs} == {(3, 0, 7)}
+    assert {c.phase1.lrs == params.train.phase1.lrs for c in configs} == {True}
+    default = ablation.train_config(with_changes(params, "ablate", phase1_epochs=None), "psr", 0)
+    assert default.phase1.epochs == params.train.phase1.epochs
+
+
+def test_the_deeper_pyramid_needs_a_larger_input(params):
+    assert "image_size >= 128" in ablation.skip_reason(params, "psr_deep")
+    big = with_changes(params, "model", image_size=128)
+    assert ablation.skip_reason(big, "psr_deep") is None
+    assert ablation.model_config(big, "psr_deep").multiples == [1, 2, 4, 1]
+
+
+def test_planned_runs_are_arms_by_seeds(params):
+    params = with_changes(params, "ablate", arms=["psr", "vgg16_ce"], seeds=[1, 0])
+    assert ablation.planned_runs(params) == [
+        ("psr", 1),
+        ("psr", 0),
+        ("vgg16_ce", 1),
+        ("vgg16_ce", 0),
+    ]
+    assert ablation.run_dir("psr", 1) == Path("reports/ablation/runs/psr-seed1")
+
+
+@pytest.mark.parametrize(
+    ("section", "message"),
+    [
+        ({"arms": ["psr", "resnet"]}, "unknown arm"),
+        ({"seeds": [0, 0]}, "lists a value twice"),
+        ({"seeds": []}, "at least 1"),
+        ({"arms": []}, "empty"),
+    ],
+)
+def test_bad_ablate_section_is_a_clear_error(section, message):
+    data = yaml.safe_load((REPO / "params.yaml").read_text())
+    data["ablate"].update(section)
+    with pytest.raises(ValueError, match=message):
+        parse_params(data, "params.yaml")
+
+
+def _runs() -> tuple[pd.DataFrame, pd.DataFrame]:
+    rows, groups = [], []
+    for arm, accs in {"vgg16_ce": [0.5, 0.6, 0.7], "psr": [0.8, 0.8, 0.8]}.items():
+        for seed, acc in enumerate(accs):
+            rows.append(
+                {
+                    "arm": arm,
+                    "seed": seed,
+                    "accuracy": acc,
+                    "macro_f1": acc - 0.1,
+                    "uar": acc,
+                    "ece": 0.05,
+                    "best_valid_acc": acc,
+                    "train_seconds": 120.0,
+                    "parameters": 1000 if arm == "psr" else 500,
+                    "parent_run_id": "p",
+                }
+            )
+            for order, (group, count) in enumerate([("16-24", 10), ("24-48", 12)]):
+                groups.append(
+                    {
+                        "arm": arm,
+                        "seed": seed,
+                        "group": group,
+                        "count": count,
+                        "order": order,
+                        "accuracy": acc - 0.1 * (1 - order),
+                    }
+                )
+    return pd.DataFrame(rows), pd.DataFrame(groups)
+
+
+def test_summary_is_mean_and_sample_std_over_seeds():
+    runs, groups = _runs()
+    summary = ablation_report.summarize(runs).set_index("arm")
+    assert summary.loc["vgg16_ce", "accuracy_mean"] == pytest.approx(0.6)
+    assert summary.loc["vgg16_ce", "accuracy_std"] == pytest.approx(0.1)  # ddof=1
+    assert summary.loc["psr", "accuracy_std"] == pytest.approx(0.0)
+    by_group = ablation_report.summarize_groups(groups)
+    assert by_group["arm"].tolist() == ["vgg16_ce", "vgg16_ce", "psr", "psr"]  # run order
+    assert by_group["group"].tolist() == ["16-24", "24-48"] * 2  # smallest first
+    low = by_group[(by_group.arm == "vgg16_ce") & (by_group.group == "16-24")]
+    assert low["mean"].item() == pytest.approx(0.5)
+
+
+def test_results_markdown_is_the_runs_numbers(params):
+    runs, groups = _runs()
+    summary = ablation_report.summarize(runs)
+    text = ablation_report.markdown(
+        summary, ablation_report.summarize_groups(groups), {"psr_deep": "too small"}, params
+    )
+    assert "| `vgg16_ce` | single-scale vgg16, cross-entropy | 0.6000 ± 0.1000 |" in text
+    assert "| `psr_deep` |" in text and "skipped: too small" in text
+    assert "16-24 (n=10)" in text and "0.7000 ± 0.0000" in text
+    assert "make ablate" in text and "![accuracy by face_size](accuracy_by_resolution.png)" in text
+
+
+def test_readme_block_is_replaced_and_links_point_to_the_file(tmp_path):
+    source = tmp_path / "reports" / "ablation" / "summary" / "results.md"
+    source.parent.mkdir(parents=True)
+    source.write_text("| a |\n\n![plot](plot.png) [web](https://x.org/a.png)\n")
+    page = tmp_path / "README.md"
+    page.write_text("intro\n<!-- ablation:start -->\nold\n<!-- ablation:end -->\nrest\n")
+    text = readme.embed(
+        page.read_text(), "ablation", readme._relinked(source.read_text(), source, page)
+    )
+    assert "old" not in text and text.startswith("intro\n") and text.endswith("rest\n")
+    assert "![plot](reports/ablation/summary/plot.png)" in text
+    assert "(https://x.org/a.png)" in text
+    with pytest.raises(ValueError, match="no <!-- other:start -->"):
+        readme.embed(text, "other", "x")
+
+
+def test_readme_check_and_write(tmp_path, monkeypatch):
+    source = tmp_path / "results.md"
+    source.write_text("new table\n")
+    monkeypatch.setitem(readme.BLOCKS, "ablation", source)
+    page = tmp_path / "README.md"
+    page.write_text("<!-- ablation:start -->\nold\n<!-- ablation:end -->\n")
+    assert readme.main(["--readme", str(page), "--check"]) == 1
+    assert readme.main(["--readme", str(page)]) == 0
+    assert "new table" in page.read_text()
+    assert readme.main(["--readme", str(page), "--check"]) == 0
+    source.unlink()
+    assert readme.main(["--readme", str(page)]) == 2
