@@ -32,7 +32,7 @@ def fresh_copy(dest: Path) -> None:
         check=True,
     ).stdout.split("\0")
     for name in filter(None, listed):
-        if name == "dvc.lock" or not (REPO / name).is_file():
+        if name.endswith("dvc.lock") or not (REPO / name).is_file():
             continue
         (dest / name).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(REPO / name, dest / name)
@@ -76,7 +76,7 @@ def main() -> int:
         first = timed_repro(root)
         second = timed_repro(root)
         metrics = json.loads((root / "reports/evaluate/metrics.json").read_text())
-        tune = json.loads((root / "reports/tune/metrics.json").read_text())
+        sizes = (root / "reports/evaluate/accuracy_by_face_size.csv").read_text().splitlines()
     finally:
         if tmp is not None:
             tmp.cleanup()
@@ -84,8 +84,10 @@ def main() -> int:
     print(f"{'dvc repro, fresh copy (s)':<34}{first:>10.1f}")
     print(f"{'dvc repro, nothing to do (s)':<34}{second:>10.2f}")
     print(f"{'test accuracy (8 classes)':<34}{metrics['accuracy']:>10.4f}")
+    print(f"{'macro-F1 / UAR':<34}{metrics['macro_f1']:>10.4f} / {metrics['uar']:.4f}")
     print(f"{'chance (1/8)':<34}{0.125:>10.4f}")
-    print(f"{'tuning trials pruned':<34}{tune.get('trials_pruned', 0):>10}")
+    group, _, accuracy = sizes[1].split(",")[:3]  # group,count,accuracy_tta: smallest faces
+    print(f"{'accuracy, smallest faces ' + group:<34}{float(accuracy):>10.4f}")
     print(f"{'load average before / after':<34}{load_before:>5.1f} / {os.getloadavg()[0]:.1f}")
     return 0
 

@@ -24,6 +24,8 @@ if TYPE_CHECKING:
 ABLATION_DIR = REPORTS_DIR / "ablation"
 RUNS_DIR = ABLATION_DIR / "runs"
 SUMMARY_DIR = ABLATION_DIR / "summary"
+RESULTS_FILE = SUMMARY_DIR / "results.md"
+PLOT_FILE = SUMMARY_DIR / "accuracy_by_resolution.png"
 #: The MLflow tag that names one ablation (its parent run and every arm's run).
 TAG_ABLATION = "psr.ablation"
 
@@ -79,14 +81,27 @@ def model_config(params: Params, arm: str) -> ModelConfig:
     return ModelConfig(**(base | ARMS[arm].model))
 
 
-def skip_reason(params: Params, arm: str) -> str | None:
-    """Why ``arm`` cannot run on this configuration, or None."""
-    from pydantic import ValidationError
+def check_arms(params: Params) -> None:
+    """Every arm of ``ablate.arms`` is one of :data:`ARMS` (a clear error otherwise)."""
+    if params.ablate is None:
+        raise ValueError("params.yaml has no ablate section (arms, seeds, epochs): see README")
+    unknown = [arm for arm in params.ablate.arms if arm not in ARMS]
+    if unknown:
+        raise ValueError(f"params.yaml: ablate.arms: unknown {unknown}; valid: {list(ARMS)}")
 
+
+def skip_reason(params: Params, arm: str) -> str | None:
+    """Why the input size cannot carry ``arm``'s pyramid (VGG's pools), or None; any other
+    configuration error is raised, not skipped."""
+    from psr.models.pyramid import plan_pyramid
+
+    multiples = ARMS[arm].model.get("multiples")
+    if multiples is None:
+        return None
     try:
-        model_config(params, arm)
-    except ValidationError as err:
-        return "; ".join(e["msg"].removeprefix("Value error, ") for e in err.errors())
+        plan_pyramid(multiples, params.model.image_size)
+    except ValueError as err:
+        return str(err)
     return None
 
 
@@ -104,9 +119,11 @@ def train_config(params: Params, arm: str, seed: int) -> TrainConfig:
         )
         if epochs is not None
     }
-    return train.model_copy(update={"loss": loss, "seed": seed, "progress": False, **phases})
+    changed = train.model_copy(update={"loss": loss, "seed": seed, "progress": False, **phases})
+    return type(train).model_validate(changed.model_dump())  # the same rules as params.yaml
 
 
 def planned_runs(params: Params) -> list[tuple[str, int]]:
     """Every (arm, seed) the ablation trains, in report order."""
+    check_arms(params)
     return [(arm, seed) for arm in params.ablate.arms for seed in params.ablate.seeds]

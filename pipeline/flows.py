@@ -259,6 +259,8 @@ def psr_tune(
             update={"tune": params.tune.model_copy(update={"storage": storage})}
         )
         tracking.use_experiment(params.dataset_name)
+        params, name = tuning.study_for(params)
+        tuning.queue_baseline(tuning.open_study(params, name), params)  # once, before the workers
         with mlflow.start_run(
             run_name="tune-parallel", tags={tracking.TAG_STAGE: "tune", "psr.workers": str(workers)}
         ) as parent:
@@ -268,7 +270,6 @@ def psr_tune(
             ]
             for future in futures:
                 future.result()
-            _, name = tuning.study_for(params)
             study = optuna.load_study(study_name=name, storage=tuning.open_storage(storage))
             document, metrics = tuning.summarize(study)
             mlflow.log_metrics(metrics)

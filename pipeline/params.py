@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -69,10 +69,15 @@ class SearchDim(Section):
 
 
 class PrunerParams(Section):
-    """Optuna MedianPruner: prune a trial whose validation accuracy falls below the median."""
+    """How trials are stopped early. ``hyperband``: Optuna's HyperbandPruner (successive halving
+    over epochs in several brackets: most trials get a few epochs, the best the full budget);
+    ``median``: prune a trial whose validation accuracy falls below the median of earlier ones."""
 
-    startup_trials: int = Field(2, ge=0, description="trials that are never pruned")
-    warmup_epochs: int = Field(1, ge=0, description="epochs of each trial that are never pruned")
+    kind: Literal["hyperband", "median", "none"] = "hyperband"
+    min_epochs: int = Field(1, ge=1, description="hyperband: epochs every trial gets")
+    reduction_factor: int = Field(3, ge=2, description="hyperband: 1/eta of trials go on")
+    startup_trials: int = Field(2, ge=0, description="median: trials that are never pruned")
+    warmup_epochs: int = Field(1, ge=0, description="median: epochs never pruned")
 
 
 class TuneParams(Section):
@@ -93,6 +98,11 @@ class TuneParams(Section):
     )
     study_prefix: str = Field("psr", description="study name = prefix + hash of its inputs")
     pruner: PrunerParams = Field(default_factory=PrunerParams)
+    baseline_trial: bool = Field(
+        True,
+        description="enqueue params.yaml's own values of the space as the first trial, so the "
+        "study says whether tuning beat the untuned default",
+    )
     space: dict[str, SearchDim] = Field(
         default_factory=dict, description="dotted path (train.* or model.*) -> dimension"
     )
@@ -121,29 +131,20 @@ class AblateParams(Section):
     seeds, and the one training budget every arm gets."""
 
     arms: list[str] = Field(
-        default_factory=lambda: list(_arm_names()), description="arms of pipeline.ablation.ARMS"
+        min_length=1, description="arms of pipeline.ablation.ARMS (checked by the ablation)"
     )
-    seeds: list[int] = Field([0, 1, 2], min_length=1, description="train.seed of each repeat")
+    seeds: list[Annotated[int, Field(ge=0)]] = Field(
+        [0, 1, 2], min_length=1, description="train.seed of each repeat"
+    )
     phase1_epochs: int | None = Field(None, ge=1, description="null: train.phase1.epochs")
     phase2_epochs: int | None = Field(None, ge=0, description="null: train.phase2.epochs")
 
     @model_validator(mode="after")
-    def _known(self) -> AblateParams:
-        unknown = [a for a in self.arms if a not in _arm_names()]
-        if unknown:
-            raise ValueError(f"unknown arm(s) {unknown}; valid: {list(_arm_names())}")
+    def _unique(self) -> AblateParams:
         for what, values in (("arms", self.arms), ("seeds", self.seeds)):
             if len(set(values)) != len(values):
                 raise ValueError(f"ablate.{what} lists a value twice: {values}")
-        if not self.arms:
-            raise ValueError("ablate.arms is empty")
         return self
-
-
-def _arm_names() -> tuple[str, ...]:
-    from pipeline.ablation import ARMS
-
-    return tuple(ARMS)
 
 
 class Params(Section):
@@ -159,7 +160,7 @@ class Params(Section):
     evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
     # ``register`` would shadow pydantic's (ABC) ``register`` classmethod: aliased.
     registry: RegisterParams = Field(default_factory=RegisterParams, alias="register")
-    ablate: AblateParams = Field(default_factory=AblateParams)
+    ablate: AblateParams | None = Field(None, description="make ablate's arms, seeds, budget")
 
     @model_validator(mode="after")
     def _consistent(self) -> Params:

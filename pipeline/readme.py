@@ -4,7 +4,8 @@
     python -m pipeline.readme --check    # exit 1 when the README is out of date
 
 Each block is ``<!-- <name>:start -->`` ... ``<!-- <name>:end -->`` and receives the file of
-:data:`BLOCKS`; relative image links are rewritten to point from the README to the file.
+:data:`BLOCKS`. The images it links to live in ``reports/`` (DVC outputs, not in git): they are
+copied to :data:`ASSETS` (tracked) as ``<name>-<file>`` and the links point there.
 """
 
 from __future__ import annotations
@@ -15,24 +16,35 @@ import re
 import sys
 from pathlib import Path
 
-from pipeline.ablation import SUMMARY_DIR
+from pipeline.ablation import RESULTS_FILE
 
 README = Path("README.md")
+ASSETS = Path("docs/generated")
 #: Marker name -> the generated Markdown file it receives.
-BLOCKS: dict[str, Path] = {"ablation": SUMMARY_DIR / "results.md"}
+BLOCKS: dict[str, Path] = {"ablation": RESULTS_FILE}
+LINK = re.compile(r"(!?)(\[[^\]]*\])\(([^)\s]+)\)")
+EXTERNAL = re.compile(r"^([a-zA-Z][\w+.-]*:|/|#)")
 
 
-def _relinked(markdown: str, source: Path, readme: Path) -> str:
-    """Image and link targets of ``source`` made relative to ``readme``'s folder."""
-    base = Path(os.path.relpath(source.parent, readme.parent))
+def relinked(
+    markdown: str, source: Path, readme: Path, name: str, assets: Path
+) -> tuple[str, dict[Path, bytes]]:
+    """``source``'s Markdown with local links made relative to ``readme``'s folder and local
+    images moved to ``assets`` (returned as path -> bytes, to be written)."""
+    files: dict[Path, bytes] = {}
 
     def fix(match: re.Match) -> str:
-        target = match.group(2)
-        if re.match(r"^[a-z]+://|^/|^#", target):
+        bang, label, target = match.groups()
+        if EXTERNAL.match(target):
             return match.group(0)
-        return f"{match.group(1)}({(base / target).as_posix()})"
+        path = source.parent / target
+        if bang:
+            copy = assets / f"{name}-{path.name}"
+            files[copy] = path.read_bytes()
+            path = copy
+        return f"{bang}{label}({Path(os.path.relpath(path, readme.parent)).as_posix()})"
 
-    return re.sub(r"(!?\[[^\]]*\])\(([^)\s]+)\)", fix, markdown)
+    return LINK.sub(fix, markdown), files
 
 
 def embed(text: str, name: str, content: str) -> str:
@@ -44,34 +56,43 @@ def embed(text: str, name: str, content: str) -> str:
     return pattern.sub(lambda _: f"{start}\n{content.strip()}\n{end}", text, count=1)
 
 
-def updated(readme: Path = README) -> str:
-    """The README with every block filled from its generated file (which must exist)."""
+def updated(readme: Path = README, assets: Path = ASSETS) -> tuple[str, dict[Path, bytes]]:
+    """The README with every block filled from its generated file (which must exist), and the
+    image files the blocks link to."""
     text = readme.read_text(encoding="utf-8")
+    files: dict[Path, bytes] = {}
     for name, source in BLOCKS.items():
         if not source.is_file():
             raise FileNotFoundError(f"{source} does not exist: generate it first (make ablate)")
-        text = embed(text, name, _relinked(source.read_text(encoding="utf-8"), source, readme))
-    return text
+        content, images = relinked(source.read_text(encoding="utf-8"), source, readme, name, assets)
+        text = embed(text, name, content)
+        files.update(images)
+    return text, files
 
 
 def main(argv: list[str] | None = None) -> int:
-    from psr.fileio import write_text
+    from psr.fileio import atomic_write, write_text
 
     parser = argparse.ArgumentParser(prog="python -m pipeline.readme", description=__doc__)
     parser.add_argument("--readme", type=Path, default=README)
+    parser.add_argument("--assets", type=Path, default=ASSETS, help="where linked images go")
     parser.add_argument("--check", action="store_true", help="compare only; exit 1 on a change")
     args = parser.parse_args(argv)
     try:
-        text = updated(args.readme)
+        text, files = updated(args.readme, args.assets)
     except (ValueError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    if text == args.readme.read_text(encoding="utf-8"):
+    stale = [p for p, data in files.items() if not p.is_file() or p.read_bytes() != data]
+    if text == args.readme.read_text(encoding="utf-8") and not stale:
         print(f"{args.readme}: up to date")
         return 0
     if args.check:
         print(f"{args.readme}: generated blocks out of date: run python -m pipeline.readme")
         return 1
+    for path in stale:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write(path, files[path])
     write_text(args.readme, text)
     print(f"{args.readme}: updated {', '.join(BLOCKS)}")
     return 0

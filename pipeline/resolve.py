@@ -45,6 +45,19 @@ def _set_path(tree: dict[str, Any], path: str, value: Any) -> None:
             raise ValueError(f"{path}: {'.'.join(keys[:depth])!r} is not a section or a list")
 
 
+def value_at(params: Params, path: str) -> Any:
+    """The value of the dotted ``path`` (``train.phase1.lrs.1``) in params.yaml's sections."""
+    node: Any = {"train": params.train.model_dump(), "model": params.model.model_dump()}
+    for key in path.split("."):
+        if isinstance(node, dict) and key in node:
+            node = node[key]
+        elif isinstance(node, list | tuple) and key.isdigit() and int(key) < len(node):
+            node = node[int(key)]
+        else:
+            raise ValueError(f"{path}: no parameter {key!r}")
+    return node
+
+
 def apply_overrides(params: Params, overrides: Mapping[str, Any]) -> Params:
     """A copy of ``params`` with dotted-path values written into ``train``/``model``, validated."""
     sections = {

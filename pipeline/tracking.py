@@ -124,6 +124,16 @@ def run_record(run: mlflow.ActiveRun, stage: str) -> dict[str, str]:
     }
 
 
+def run_tags(dataset: str, manifest: Mapping[str, Any] | None = None) -> dict[str, str]:
+    """The tags of every run: dataset, workspace, git commit, data checksum (with a manifest)."""
+    tags = {TAG_DATASET: dataset, "psr.workspace": str(workspace())}
+    if commit := git_commit():
+        tags[TAG_GIT_COMMIT] = commit
+    if manifest is not None:
+        tags[TAG_DATA_CHECKSUM] = data_checksum(manifest)
+    return tags
+
+
 @contextmanager
 def stage_run(
     stage: str,
@@ -140,13 +150,7 @@ def stage_run(
     when the block succeeds, writes the run's :func:`run_record` to ``record``.
     """
     use_experiment(dataset)
-    all_tags = {TAG_STAGE: stage, TAG_DATASET: dataset, "psr.workspace": str(workspace())}
-    commit = git_commit()
-    if commit:
-        all_tags[TAG_GIT_COMMIT] = commit
-    if manifest is not None:
-        all_tags[TAG_DATA_CHECKSUM] = data_checksum(manifest)
-    all_tags.update(tags or {})
+    all_tags = {TAG_STAGE: stage, **run_tags(dataset, manifest), **(tags or {})}
     with mlflow.start_run(run_name=stage, tags=all_tags) as run:
         if params:
             log_params(params)
@@ -171,10 +175,7 @@ def parent_run(
     )
     if found:
         return found[0].info.run_id
-    tags = {tag: value, TAG_DATASET: dataset, "psr.workspace": str(workspace())}
-    if commit := git_commit():
-        tags[TAG_GIT_COMMIT] = commit
-    with mlflow.start_run(run_name=name, tags=tags) as run:
+    with mlflow.start_run(run_name=name, tags={tag: value, **run_tags(dataset)}) as run:
         if params:
             log_params(params)
     return run.info.run_id

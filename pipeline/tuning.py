@@ -13,8 +13,6 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import tempfile
 from typing import Any
@@ -26,12 +24,13 @@ import optuna
 from pipeline import tracking
 from pipeline.params import Params, SearchDim
 from pipeline.paths import PRIORS_FILE
-from pipeline.resolve import apply_overrides, with_sr_weights
+from pipeline.resolve import apply_overrides, value_at, with_sr_weights
 from pipeline.workspace import resolve_shared, shared_root
 from psr.engine.config import SPEED_ONLY_FIELDS
-from psr.fileio import sha256
+from psr.fileio import config_digest, sha256
 
-FINISHED = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+COMPLETE = optuna.trial.TrialState.COMPLETE
+FINISHED = (COMPLETE, optuna.trial.TrialState.PRUNED)
 #: What each epoch reports to the pruner (the engine's fused validation accuracy).
 OBJECTIVE = "valid_acc"
 STAGE = "tune"
@@ -50,12 +49,6 @@ def open_storage(spec: str | None) -> str | optuna.storages.BaseStorage:
         path.parent.mkdir(parents=True, exist_ok=True)
         return JournalStorage(JournalFileBackend(str(path)))
     return spec
-
-
-def config_digest(data: Any) -> str:
-    """A short stable hash of JSON-able data."""
-    blob = json.dumps(data, sort_keys=True, default=str).encode()
-    return hashlib.sha256(blob).hexdigest()[:16]
 
 
 def trial_params(params: Params, overrides: dict[str, Any]) -> Params:
@@ -108,20 +101,62 @@ def sampler_seed(base: int, worker: int) -> int:
     return int(np.random.SeedSequence([base, worker]).generate_state(1)[0])
 
 
-def create_study(params: Params, name: str, seed: int, worker: int = 0) -> optuna.Study:
-    """Open (or create) the study; this worker samples with ``seed``, recorded on the study."""
-    cfg = params.tune
-    study = optuna.create_study(
-        storage=open_storage(cfg.storage),
+def make_pruner(params: Params) -> optuna.pruners.BasePruner:
+    """The ``tune.pruner``; hyperband's budget is a trial's epochs (both phases)."""
+    cfg = params.tune.pruner
+    if cfg.kind == "hyperband":
+        epochs = params.tune.phase1_epochs + params.tune.phase2_epochs
+        return optuna.pruners.HyperbandPruner(
+            min_resource=min(cfg.min_epochs, epochs),
+            max_resource=epochs,
+            reduction_factor=cfg.reduction_factor,
+        )
+    if cfg.kind == "median":
+        return optuna.pruners.MedianPruner(  # steps are epochs trained: never before warmup + 1
+            n_startup_trials=cfg.startup_trials, n_warmup_steps=cfg.warmup_epochs + 1
+        )
+    return optuna.pruners.NopPruner()
+
+
+def baseline_values(params: Params) -> dict[str, Any]:
+    """params.yaml's own values of the search space: the untuned default as a trial."""
+    return {path: value_at(params, path) for path in params.tune.space}
+
+
+def open_study(params: Params, name: str, **settings: Any) -> optuna.Study:
+    """Create or load study ``name`` in ``tune.storage`` (``settings``: sampler, pruner)."""
+    return optuna.create_study(
+        storage=open_storage(params.tune.storage),
         study_name=name,
         direction="maximize",
         load_if_exists=True,
+        **settings,
+    )
+
+
+def queue_baseline(study: optuna.Study, params: Params) -> None:
+    """Queue params.yaml's untuned values as a trial, once per study (``tune.baseline_trial``).
+    Called by whoever starts the study (the DVC stage, or the psr-tune flow before its workers),
+    never by parallel workers: their check-then-queue would race."""
+    if params.tune.baseline_trial and "baseline_trial" not in study.user_attrs:
+        values = baseline_values(params)
+        study.set_user_attr("baseline_trial", values)
+        study.enqueue_trial(values, skip_if_exists=True)
+
+
+def create_study(params: Params, name: str, seed: int, worker: int = 0) -> optuna.Study:
+    """Open (or create) the study; this worker samples with ``seed``, recorded on the study.
+    Worker 0 (the DVC stage) queues the untuned baseline first."""
+    cfg = params.tune
+    study = open_study(
+        params,
+        name,
         sampler=optuna.samplers.TPESampler(seed=seed, n_startup_trials=cfg.startup_trials),
-        pruner=optuna.pruners.MedianPruner(
-            n_startup_trials=cfg.pruner.startup_trials, n_warmup_steps=cfg.pruner.warmup_epochs
-        ),
+        pruner=make_pruner(params),
     )
     study.set_user_attr(f"sampler_seed.worker{worker}", seed)
+    if worker == 0:
+        queue_baseline(study, params)
     return study
 
 
@@ -135,7 +170,7 @@ def suggest(trial: optuna.Trial, path: str, dim: SearchDim) -> Any:
 
 
 class Objective:
-    """Train one configuration; report validation accuracy per epoch; prune below the median."""
+    """Train one configuration; report validation accuracy per epoch to the pruner."""
 
     def __init__(self, params: Params, study: str, parent_run_id: str, sampler_seed: int):
         self.params = params
@@ -146,6 +181,8 @@ class Objective:
     def __call__(self, trial: optuna.Trial) -> float:
         space = self.params.tune.space
         overrides = {path: suggest(trial, path, dim) for path, dim in space.items()}
+        # the untuned baseline always trains to the end: it is what the search is judged against
+        prunable = overrides != trial.study.user_attrs.get("baseline_trial")
         trial.set_user_attr("sampler_seed", self.sampler_seed)
         params = trial_params(self.params, overrides)
         mlflow.start_run(
@@ -161,7 +198,7 @@ class Objective:
         )
         try:
             tracking.log_params(overrides)
-            best = self._train(trial, params)
+            best = self._train(trial, params, prunable)
         except optuna.TrialPruned:
             mlflow.set_tag("optuna.state", "PRUNED")
             mlflow.end_run("KILLED")
@@ -176,15 +213,15 @@ class Objective:
         log.info("trial %d: %s -> %.4f", trial.number, overrides, best)
         return best
 
-    def _train(self, trial: optuna.Trial, params: Params) -> float:
+    def _train(self, trial: optuna.Trial, params: Params, prunable: bool) -> float:
         from psr.jobs import train
 
         log_epoch = tracking.epoch_logger()
 
         def report(epoch: int, metrics: dict[str, float]) -> None:
             log_epoch(epoch, metrics)
-            trial.report(metrics[OBJECTIVE], epoch)
-            if trial.should_prune():
+            trial.report(metrics[OBJECTIVE], epoch + 1)  # step = epochs trained (the resource)
+            if prunable and trial.should_prune():
                 raise optuna.TrialPruned(f"pruned after epoch {epoch + 1}")
 
         with tempfile.TemporaryDirectory(prefix=f"psr-trial-{trial.number}-") as out:
@@ -228,6 +265,15 @@ def summarize(study: optuna.Study) -> tuple[dict[str, Any], dict[str, float]]:
     if counts["complete"] == 0:
         raise ValueError(f"study {study.study_name}: no trial completed (all pruned or failed)")
     best = study.best_trial
+    values = np.array([t.value for t in study.get_trials(deepcopy=False, states=(COMPLETE,))])
+    baseline = next(
+        (
+            t
+            for t in study.get_trials(deepcopy=False)
+            if t.params == study.user_attrs.get("baseline_trial", object())
+        ),
+        None,
+    )
     document = {
         "enabled": True,
         "study": study.study_name,
@@ -241,5 +287,11 @@ def summarize(study: optuna.Study) -> tuple[dict[str, Any], dict[str, float]]:
         "trials_complete": counts["complete"],
         "trials_pruned": counts["pruned"],
         "trials_failed": counts["fail"],
+        "trial_value_min": float(values.min()),
+        "trial_value_max": float(values.max()),
+        "trial_value_std": float(values.std(ddof=1)) if len(values) > 1 else 0.0,
     }
+    if baseline is not None and baseline.state == COMPLETE:
+        metrics["baseline_valid_acc"] = float(baseline.value)
+        metrics["best_minus_baseline"] = float(best.value - baseline.value)
     return document, metrics

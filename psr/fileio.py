@@ -80,6 +80,12 @@ def read_json(path: str | Path) -> Any:
         raise ValueError(f"{path}: invalid JSON: {err}") from err
 
 
+def config_digest(data: Any) -> str:
+    """A short stable hash of JSON-able data (names a study, an ablation)."""
+    blob = json.dumps(data, sort_keys=True, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]
+
+
 def sha256(path: str | Path) -> str:
     """Hex sha256 of a file's bytes."""
     with open(path, "rb") as f:

@@ -41,6 +41,11 @@ from psr.metrics import calibration_bins
 HEADLINE = ("accuracy", "macro_f1", "uar", "nll", "ece")
 
 
+def breakdown_stem(column: str) -> str:
+    """File stem of the accuracy breakdown by ``column`` (``accuracy_by_face_size``)."""
+    return "accuracy_by_" + re.sub(r"[^\w.-]+", "_", column)
+
+
 def predictions_table(result: EvalResult) -> pd.DataFrame:
     """One row per sample: ``id``, ``actual``, ``predicted`` (names) and ``p_<class>``."""
     names = np.asarray(result.class_names)
@@ -193,7 +198,7 @@ def write_report(
             figures["most confident mistakes"] = tmp / "mistakes.png"
             plot_mistakes(first, images, figures["most confident mistakes"])
         if breakdown is not None:
-            stem = "accuracy_by_" + re.sub(r"[^\w.-]+", "_", breakdown_column)
+            stem = breakdown_stem(breakdown_column)
             breakdown.to_csv(tmp / f"{stem}.csv", index=False)
             figures[f"accuracy by {breakdown_column}"] = tmp / f"{stem}.png"
             plot_breakdown(breakdown, breakdown_column, tmp / f"{stem}.png")

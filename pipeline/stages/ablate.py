@@ -33,13 +33,14 @@ log = logging.getLogger(__name__)
 
 
 def identity(params: Params, data_checksum: str) -> str:
-    """One ablation = its arms, seeds and budget, the shared model/train/evaluate sections and
-    the data: the value of the ``psr.ablation`` tag of its parent and arm runs."""
-    from pipeline.tuning import config_digest
+    """One ablation = its budget, the shared model/train/evaluate sections and the data (not
+    which arms and seeds: adding a seed extends the same ablation): the value of the
+    ``psr.ablation`` tag of its parent and arm runs."""
+    from psr.fileio import config_digest
 
     return config_digest(
         {
-            "ablate": params.ablate.model_dump(mode="json"),
+            "ablate": params.ablate.model_dump(mode="json", exclude={"arms", "seeds"}),
             "model": params.model.model_dump(mode="json"),
             "train": params.train.model_dump(mode="json"),
             "evaluate": params.evaluate.model_dump(mode="json"),
@@ -54,9 +55,9 @@ def run(params: Params, arm: str, seed: int) -> None:
     from psr.fileio import atomic_directory, write_json
     from psr.jobs import evaluate, train
     from psr.jobs.history import HISTORY_FILE
-    from psr.models import build_model
+    from psr.models import load_model
 
-    if arm not in params.ablate.arms or seed not in params.ablate.seeds:
+    if (arm, seed) not in ablation.planned_runs(params):
         raise ValueError(
             f"({arm}, seed {seed}) is not in params.yaml's ablate.arms {params.ablate.arms} "
             f"x seeds {params.ablate.seeds}"
@@ -68,9 +69,9 @@ def run(params: Params, arm: str, seed: int) -> None:
             write_json(tmp / MARKER, {"arm": arm, "seed": seed, "skipped": reason})
         log.info("%s skipped: %s", ablation.run_name(arm, seed), reason)
         return
-    spec = ablation.ARMS[arm]
     model = ablation.model_config(params, arm)
-    if spec.uses_sr_weights:
+    if ablation.ARMS[arm].uses_sr_weights:  # params.yaml's file (official EDSR), else the stage's
+        model = model.model_copy(update={"sr_weights": params.model.sr_weights})
         model = with_sr_weights(params.model_copy(update={"model": model})).model
     train_cfg = ablation.train_config(params, arm, seed)
     manifest = read_manifest(params.prepared_dir)
@@ -121,7 +122,7 @@ def run(params: Params, arm: str, seed: int) -> None:
             tmp / "evaluation",
             sidecar=sidecar,
         )
-        network = build_model(trained.model)
+        network, _ = load_model(Path(models) / "best.pt", map_location="cpu")
         metrics = {
             **result.logged_metrics(),
             "best_valid_acc": trained.metrics["best_valid_acc"],

@@ -11,7 +11,6 @@ copies results.md into the README.
 from __future__ import annotations
 
 import logging
-import re
 import sys
 
 import mlflow
@@ -23,8 +22,7 @@ from pipeline.stages.common import stage_main
 
 STAGE = "ablation_report"
 OUT = ablation.SUMMARY_DIR
-RESULTS_FILE = OUT / "results.md"
-PLOT_FILE = OUT / "accuracy_by_resolution.png"
+RESULTS_FILE, PLOT_FILE = ablation.RESULTS_FILE, ablation.PLOT_FILE
 #: Columns of the table: metric key -> heading (mean ± std over seeds).
 COLUMNS = {
     "accuracy": "test accuracy",
@@ -41,23 +39,23 @@ def read_runs(params: Params) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, str
     """Every run's metrics (one row each), their accuracy per group of the evaluation's
     breakdown column (one row per run and group), and the skipped arms with their reasons."""
     from psr.fileio import read_json
+    from psr.report import breakdown_stem
 
     rows, groups, skipped = [], [], {}
     column = params.evaluate.breakdown_by
     for arm, seed in ablation.planned_runs(params):
         folder = ablation.run_dir(arm, seed)
-        metrics = read_json(folder / "metrics.json")
-        if not metrics:
+        if not (folder / "metrics.json").is_file():
             raise FileNotFoundError(
                 f"{folder / 'metrics.json'} is missing: run the ablation's arms first ({COMMAND})"
             )
+        metrics = read_json(folder / "metrics.json")
         if "skipped" in metrics:
             skipped[arm] = metrics["skipped"]
             continue
         rows.append({"arm": arm, **metrics})
         if column:
-            stem = "accuracy_by_" + re.sub(r"[^\w.-]+", "_", column)
-            table = pd.read_csv(folder / "evaluation" / f"{stem}.csv")
+            table = pd.read_csv(folder / "evaluation" / f"{breakdown_stem(column)}.csv")
             accuracy = next(c for c in table.columns if c.startswith("accuracy_"))
             groups.append(
                 table.rename(columns={accuracy: "accuracy"})[["group", "count", "accuracy"]].assign(
@@ -124,16 +122,20 @@ def markdown(
         "| arm | what it adds | " + " | ".join(COLUMNS.values()) + " | train min | params |",
         "|---|---|" + "---|" * (len(COLUMNS) + 2),
     ]
-    for row in summary.itertuples(index=False):
-        r = row._asdict()
+    by_arm = summary.set_index("arm")
+    for arm in params.ablate.arms:  # the paper's order, skipped arms in their place
+        if arm in skipped:
+            lines.append(
+                f"| `{arm}` | {ablation.ARMS[arm].description} | skipped: {skipped[arm]} |"
+            )
+            continue
+        r = by_arm.loc[arm]
         cells = [_pm(r[f"{k}_mean"], r[f"{k}_std"]) for k in COLUMNS]
         lines.append(
-            f"| `{r['arm']}` | {ablation.ARMS[r['arm']].description} | "
+            f"| `{arm}` | {ablation.ARMS[arm].description} | "
             + " | ".join(cells)
             + f" | {r['train_seconds_mean'] / 60:.1f} | {r['parameters'] / 1e6:.3f} M |"
         )
-    for arm, reason in skipped.items():
-        lines.append(f"| `{arm}` | {ablation.ARMS[arm].description} | skipped: {reason} |")
     if not groups.empty:
         column = params.evaluate.breakdown_by
         order = list(dict.fromkeys(groups["group"]))
@@ -160,6 +162,7 @@ def run(params: Params) -> None:
     from psr.figures import plot_groups_by_arm
     from psr.fileio import atomic_directory
 
+    ablation.check_arms(params)
     runs, by_group, skipped = read_runs(params)
     if runs.empty:
         raise ValueError(f"every arm of the ablation was skipped: {skipped}")

@@ -5,8 +5,9 @@
   it. ``tune.n_trials`` is the number of finished (complete or pruned) trials the study must
   hold: an interrupted run continues where it stopped, and parallel workers (the ``psr-tune``
   Prefect flow, JournalStorage) share the budget.
-- Seeded TPE sampler (one seed per worker); MedianPruner fed with validation accuracy after
-  every epoch; each trial is an MLflow run nested under this stage's run.
+- Seeded TPE sampler (one seed per worker); the ``tune.pruner`` (Hyperband by default) fed
+  with validation accuracy after every epoch; trial 0 is the untuned default
+  (``tune.baseline_trial``); each trial is an MLflow run nested under this stage's run.
 
 ``python -m pipeline.stages.tune`` is the DVC stage; ``python -m pipeline.stages.tune worker
 --parent-run-id ID --worker N`` only runs trials (what the parallel workers do).

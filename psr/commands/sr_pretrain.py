@@ -20,6 +20,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     over.add_argument("--steps", type=int, help="optimizer steps")
     over.add_argument("--batch-size", type=int)
     over.add_argument("--patch-size", type=int, help="side of the training patches (even)")
+    over.add_argument("--valid-every", type=int, help="steps between validations")
     over.add_argument("--lr", type=float, help="Adam learning rate")
     over.add_argument("--max-images", type=int, help="train on at most this many faces")
     over.add_argument("--device", choices=("auto", "cpu", "cuda"))
@@ -36,6 +37,7 @@ def run(args: argparse.Namespace) -> int:
         "steps": args.steps,
         "batch_size": args.batch_size,
         "patch_size": args.patch_size,
+        "valid_every": args.valid_every,
         "lr": args.lr,
         "max_images": args.max_images,
         "device": args.device,

@@ -124,6 +124,10 @@ def run(
         write_history(reports / HISTORY_FILE, [])
         log.info("no SR pre-training: %s", reason)
         return SRPretrainResult(weights=None, reason=reason)
+    if cfg.patch_size is not None and cfg.patch_size > model.image_size:
+        raise ValueError(
+            f"sr_pretrain.patch_size={cfg.patch_size} exceeds the model's S={model.image_size}"
+        )
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     seed_everything(cfg.seed)  # the seed decides the initial weights, then the data order
@@ -161,10 +165,6 @@ def pretrain(
 ) -> list[dict[str, float]]:
     """Train ``sr`` in place to restore faces of ``train_split``; return the validation rows
     (one per ``valid_every`` steps and one at the end; callbacks get ``(step, row)``)."""
-    if cfg.patch_size is not None and cfg.patch_size > image_size:
-        raise ValueError(
-            f"sr_pretrain.patch_size={cfg.patch_size} exceeds the model's S={image_size}"
-        )
     device = resolve_device(cfg.device)
     transform = eval_transform(image_size)
     generator = torch.Generator().manual_seed(cfg.seed)
@@ -259,6 +259,8 @@ def psnr(restored: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 def ssim(restored: torch.Tensor, target: torch.Tensor, window: int = 11) -> torch.Tensor:
     """Per-image SSIM (Wang et al. 2004: Gaussian window 11, sigma 1.5, K1 0.01, K2 0.03, valid
     region only) of normalised ``[B, 3, H, W]`` tensors in pixel space, averaged over channels."""
+    if min(target.shape[-2:]) < window:
+        raise ValueError(f"SSIM needs images of at least {window} px, got {list(target.shape)}")
     x, y = to_pixels(restored), to_pixels(target)
     coords = torch.arange(window, dtype=x.dtype, device=x.device) - (window - 1) / 2
     g = torch.exp(-(coords**2) / (2 * 1.5**2))

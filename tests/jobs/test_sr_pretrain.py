@@ -73,7 +73,7 @@ def test_nothing_to_learn_is_recorded(
 
 def test_default_recipe_beats_bicubic(prepared, tmp_path, tiny_model):
     """The documented recipe (steps, patches, rate) turns EDSR into a better upsampler than
-    bicubic, in PSNR and SSIM, even on 64 training faces and a 4-feature network."""
+    bicubic, in PSNR and SSIM, even on 64 training faces and an 8-feature network."""
     cfg = sr_pretrain.SRPretrainConfig(steps=1000, valid_every=1000, device="cpu")
     result = sr_pretrain.run(cfg, tiny_model(sr_features=8), prepared, tmp_path)
     m = result.metrics

@@ -81,10 +81,10 @@ def test_planned_runs_are_arms_by_seeds(params):
 @pytest.mark.parametrize(
     ("section", "message"),
     [
-        ({"arms": ["psr", "resnet"]}, "unknown arm"),
         ({"seeds": [0, 0]}, "lists a value twice"),
+        ({"seeds": [-1]}, "greater than or equal to 0"),
         ({"seeds": []}, "at least 1"),
-        ({"arms": []}, "empty"),
+        ({"arms": []}, "at least 1"),
     ],
 )
 def test_bad_ablate_section_is_a_clear_error(section, message):
@@ -92,6 +92,22 @@ def test_bad_ablate_section_is_a_clear_error(section, message):
     data["ablate"].update(section)
     with pytest.raises(ValueError, match=message):
         parse_params(data, "params.yaml")
+
+
+def test_unknown_arm_or_missing_section_is_named_by_the_ablation(params):
+    with pytest.raises(ValueError, match=r"ablate.arms: unknown \['resnet'\]; valid: \['vgg16_ce'"):
+        ablation.planned_runs(with_changes(params, "ablate", arms=["psr", "resnet"]))
+    with pytest.raises(ValueError, match="no ablate section"):
+        ablation.check_arms(params.model_copy(update={"ablate": None}))
+
+
+def test_a_bad_shared_config_is_an_error_not_a_skip(params):
+    """Only the input size may skip an arm; a broken model section must fail loudly."""
+    broken = with_changes(params, "model", image_size=40)  # too small for any pyramid
+    assert "image_size" in ablation.skip_reason(broken, "psr_deep")
+    assert ablation.skip_reason(broken, "psr") is None  # psr's pyramid is the member's
+    with pytest.raises(ValueError):
+        ablation.model_config(broken, "psr")
 
 
 def _runs() -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -142,40 +158,51 @@ def test_summary_is_mean_and_sample_std_over_seeds():
 def test_results_markdown_is_the_runs_numbers(params):
     runs, groups = _runs()
     summary = ablation_report.summarize(runs)
+    params = with_changes(params, "ablate", arms=["vgg16_ce", "psr_deep", "psr"])
     text = ablation_report.markdown(
         summary, ablation_report.summarize_groups(groups), {"psr_deep": "too small"}, params
     )
     assert "| `vgg16_ce` | single-scale vgg16, cross-entropy | 0.6000 ± 0.1000 |" in text
-    assert "| `psr_deep` |" in text and "skipped: too small" in text
+    rows = [line.split(" | ")[0] for line in text.splitlines() if line.startswith("| `")]
+    assert rows[:3] == ["| `vgg16_ce`", "| `psr_deep`", "| `psr`"]  # params order, skips in place
+    assert "skipped: too small" in text
     assert "16-24 (n=10)" in text and "0.7000 ± 0.0000" in text
     assert "make ablate" in text and "![accuracy by face_size](accuracy_by_resolution.png)" in text
 
 
-def test_readme_block_is_replaced_and_links_point_to_the_file(tmp_path):
+def test_readme_block_is_replaced_and_images_move_to_tracked_assets(tmp_path):
     source = tmp_path / "reports" / "ablation" / "summary" / "results.md"
     source.parent.mkdir(parents=True)
-    source.write_text("| a |\n\n![plot](plot.png) [web](https://x.org/a.png)\n")
+    (source.parent / "plot.png").write_bytes(b"png bytes")
+    source.write_text("| a |\n\n![plot](plot.png) [csv](runs.csv) ![web](HTTPS://x.org/a.png)\n")
     page = tmp_path / "README.md"
     page.write_text("intro\n<!-- ablation:start -->\nold\n<!-- ablation:end -->\nrest\n")
-    text = readme.embed(
-        page.read_text(), "ablation", readme._relinked(source.read_text(), source, page)
+    content, files = readme.relinked(
+        source.read_text(), source, page, "ablation", tmp_path / "docs" / "generated"
     )
+    text = readme.embed(page.read_text(), "ablation", content)
     assert "old" not in text and text.startswith("intro\n") and text.endswith("rest\n")
-    assert "![plot](reports/ablation/summary/plot.png)" in text
-    assert "(https://x.org/a.png)" in text
+    assert "![plot](docs/generated/ablation-plot.png)" in text  # a tracked copy, not reports/
+    assert files == {tmp_path / "docs" / "generated" / "ablation-plot.png": b"png bytes"}
+    assert "[csv](reports/ablation/summary/runs.csv)" in text
+    assert "(HTTPS://x.org/a.png)" in text
     with pytest.raises(ValueError, match="no <!-- other:start -->"):
         readme.embed(text, "other", "x")
 
 
 def test_readme_check_and_write(tmp_path, monkeypatch):
     source = tmp_path / "results.md"
-    source.write_text("new table\n")
+    source.write_text("new table ![p](p.png)\n")
+    (tmp_path / "p.png").write_bytes(b"one")
     monkeypatch.setitem(readme.BLOCKS, "ablation", source)
-    page = tmp_path / "README.md"
+    page, assets = tmp_path / "README.md", tmp_path / "assets"
     page.write_text("<!-- ablation:start -->\nold\n<!-- ablation:end -->\n")
-    assert readme.main(["--readme", str(page), "--check"]) == 1
-    assert readme.main(["--readme", str(page)]) == 0
-    assert "new table" in page.read_text()
-    assert readme.main(["--readme", str(page), "--check"]) == 0
+    where = ["--readme", str(page), "--assets", str(assets)]
+    assert readme.main([*where, "--check"]) == 1
+    assert readme.main(where) == 0
+    assert "new table" in page.read_text() and (assets / "ablation-p.png").read_bytes() == b"one"
+    assert readme.main([*where, "--check"]) == 0
+    (tmp_path / "p.png").write_bytes(b"two")  # a regenerated plot makes the README stale
+    assert readme.main([*where, "--check"]) == 1
     source.unlink()
-    assert readme.main(["--readme", str(page)]) == 2
+    assert readme.main(where) == 2

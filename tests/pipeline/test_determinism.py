@@ -4,6 +4,7 @@ workspace (real MLflow on SQLite, real Optuna), without DVC."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -29,6 +30,8 @@ TINY = [
     "tune.enabled=true",
     "tune.n_trials=4",
     "tune.phase1_epochs=1",
+    "tune.phase2_epochs=0",
+    "tune.pruner.kind=median",
     "tune.data_fraction=0.5",
     "tune.startup_trials=2",
     "tune.storage=journal:optuna.journal",
@@ -165,3 +168,45 @@ def test_two_tune_workers_never_propose_the_same_values(workspace):
     assert len(set(values)) == len(values), values
     seeds = {t.user_attrs["sampler_seed"] for t in trials}
     assert len(seeds) == 2 and params.tune.seed not in seeds
+
+
+def test_hyperband_study_starts_from_the_untuned_default(workspace, monkeypatch):
+    """Trial 0 is params.yaml's own values and is never pruned; the report says how far the
+    search spread and whether it beat that default; the pruner is Hyperband over epochs."""
+    import optuna
+
+    from pipeline import tuning
+    from pipeline.params import load_params
+    from pipeline.paths import report_dir
+    from pipeline.stages import tune
+
+    monkeypatch.chdir(workspace)
+    params = load_params()
+    pruner = params.tune.pruner.model_copy(update={"kind": "hyperband"})
+    cfg = params.tune.model_copy(
+        update={
+            "storage": "journal:hyperband.journal",
+            "n_trials": 4,
+            "phase1_epochs": 3,
+            "pruner": pruner,
+        }
+    )
+    params = params.model_copy(update={"tune": cfg})
+    assert params.tune.baseline_trial
+    hyperband = tuning.make_pruner(params)
+    assert isinstance(hyperband, optuna.pruners.HyperbandPruner)
+    assert (hyperband._min_resource, hyperband._max_resource) == (1, 3)
+    tune.run(params)
+    _, name = tuning.study_for(params)
+    study = optuna.load_study(study_name=name, storage=tuning.open_storage(cfg.storage))
+    trials = study.get_trials()
+    baseline = tuning.baseline_values(params)
+    assert baseline["train.phase1.lrs.1"] == params.train.phase1.lrs[1]
+    assert trials[0].params == baseline and trials[0].state == optuna.trial.TrialState.COMPLETE
+    assert trials[0].last_step == 3  # trained to the end
+    assert all(t.params != baseline for t in trials[1:])
+    metrics = json.loads((report_dir("tune") / "metrics.json").read_text())
+    values = [t.value for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
+    assert metrics["trial_value_max"] == pytest.approx(max(values))
+    assert metrics["baseline_valid_acc"] == pytest.approx(trials[0].value)
+    assert metrics["best_minus_baseline"] == pytest.approx(max(values) - trials[0].value)
