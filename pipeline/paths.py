@@ -24,6 +24,8 @@ SR_INFO_FILE = SR_DIR / "sr.json"
 #: train -> best.pt (inference checkpoint) and last.pt (resumable state).
 MODEL_DIR = Path("models/psr")
 CHECKPOINT = MODEL_DIR / "best.pt"
+#: ``<stage>/``: an interrupted training's last.pt, continued by the next run of the stage.
+RESUME_DIR = Path("models/resume")
 
 #: ``reports/<stage>/``: each stage's metrics, figures and MLflow run record.
 REPORTS_DIR = Path("reports")
@@ -44,3 +46,9 @@ def run_record_path(stage: str) -> Path:
 
 def prepared_dir(name: str) -> Path:
     return PREPARED_DIR / name
+
+
+def resume_dir(stage: str) -> Path:
+    """Where a stage that trains keeps its resumable state while it runs (not a DVC output:
+    DVC deletes a stage's outputs before running it); emptied when the stage succeeds."""
+    return RESUME_DIR / stage

@@ -6,6 +6,8 @@
   ``mlartifacts/`` next to it.
 - One experiment per dataset (``psr-<dataset name>``), one run per stage execution, named after
   the stage and tagged with the git commit, the DVC stage and the data checksum.
+- A stage killed mid-run cannot end its run: every run is tagged with its process, and the next
+  stage run marks the RUNNING runs of dead processes KILLED, with the reason.
 - Run-cache: when DVC restores a stage from its run-cache the stage does not run and logs
   nothing. Every stage therefore writes ``mlflow_run.json`` (run id, experiment, URI) into its
   outputs: a restored output still names the run that produced it.
@@ -13,10 +15,11 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
+import logging
 import os
-from collections.abc import Callable, Iterator, Mapping
+import socket
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -25,7 +28,10 @@ import mlflow
 from mlflow.exceptions import MlflowException
 
 from pipeline.workspace import git_commit, shared_root, workspace
+from psr.data.prepared import data_checksum
 from psr.fileio import write_json
+
+log = logging.getLogger(__name__)
 
 #: MLflow caps a parameter value's length; longer values are truncated with a marker.
 _MAX_PARAM_LENGTH = 6000
@@ -35,6 +41,10 @@ TAG_STAGE = "dvc.stage"
 TAG_DATASET = "psr.dataset"
 TAG_DATA_CHECKSUM = "psr.data_checksum"
 TAG_GIT_COMMIT = "mlflow.source.git.commit"
+#: ``host:pid`` of the process that runs the run: a RUNNING run whose process is gone was
+#: killed, and the next stage run closes it (:func:`close_abandoned_runs`).
+TAG_PROCESS = "psr.process"
+TAG_END_REASON = "psr.end_reason"
 
 
 def tracking_uri() -> str:
@@ -80,15 +90,6 @@ def use_experiment(dataset: str) -> str:
     return experiment_id
 
 
-def data_checksum(manifest: Mapping[str, Any]) -> str:
-    """One sha256 over the per-file checksums a prepared dataset's manifest lists."""
-    checksums = manifest.get("checksums")
-    if not isinstance(checksums, Mapping) or not checksums:
-        raise ValueError("manifest has no 'checksums' mapping")
-    blob = json.dumps(dict(checksums), sort_keys=True).encode()
-    return hashlib.sha256(blob).hexdigest()
-
-
 def flatten(data: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     """``{"train": {"lr": 1}}`` -> ``{"train.lr": 1}``; lists and scalars are leaves."""
     flat: dict[str, Any] = {}
@@ -126,12 +127,49 @@ def run_record(run: mlflow.ActiveRun, stage: str) -> dict[str, str]:
 
 def run_tags(dataset: str, manifest: Mapping[str, Any] | None = None) -> dict[str, str]:
     """The tags of every run: dataset, workspace, git commit, data checksum (with a manifest)."""
-    tags = {TAG_DATASET: dataset, "psr.workspace": str(workspace())}
+    tags = {TAG_DATASET: dataset, "psr.workspace": str(workspace()), **process_tag()}
     if commit := git_commit():
         tags[TAG_GIT_COMMIT] = commit
     if manifest is not None:
         tags[TAG_DATA_CHECKSUM] = data_checksum(manifest)
     return tags
+
+
+def process_tag() -> dict[str, str]:
+    return {TAG_PROCESS: f"{socket.gethostname()}:{os.getpid()}"}
+
+
+def close_abandoned_runs(experiment_id: str) -> list[str]:
+    """Mark KILLED every RUNNING run of the experiment whose process on this host is gone (a
+    stage or trial killed before it could end its run), with the reason; their ids."""
+    host, closed = socket.gethostname(), []
+    client = mlflow.MlflowClient()
+    running = client.search_runs([experiment_id], filter_string="attributes.status = 'RUNNING'")
+    for run in running:
+        owner = run.data.tags.get(TAG_PROCESS, "")
+        owner_host, _, pid = owner.rpartition(":")
+        if owner_host != host or not pid.isdigit() or _process_alive(int(pid)):
+            continue
+        reason = f"process {owner} ended without closing the run; closed by the next stage run"
+        client.set_tag(run.info.run_id, TAG_END_REASON, reason)
+        client.set_terminated(run.info.run_id, status="KILLED")
+        closed.append(run.info.run_id)
+        log.warning(
+            "run %s (%s) was left RUNNING by a killed process: marked KILLED",
+            run.info.run_id,
+            run.info.run_name,
+        )
+    return closed
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
 
 
 @contextmanager
@@ -149,7 +187,7 @@ def stage_run(
     Logs ``params`` (flattened), tags the run (git commit, DVC stage, dataset, data checksum) and,
     when the block succeeds, writes the run's :func:`run_record` to ``record``.
     """
-    use_experiment(dataset)
+    close_abandoned_runs(use_experiment(dataset))
     all_tags = {TAG_STAGE: stage, **run_tags(dataset, manifest), **(tags or {})}
     with mlflow.start_run(run_name=stage, tags=all_tags) as run:
         if params:
@@ -181,16 +219,26 @@ def parent_run(
     return run.info.run_id
 
 
-def epoch_logger(prefix: str = "") -> Callable[[int, Mapping[str, float]], None]:
+class EpochLogger:
     """An engine callback that logs each epoch's numeric metrics to the active run."""
 
-    def log(epoch: int, metrics: Mapping[str, float]) -> None:
+    def __init__(self, prefix: str = ""):
+        self.prefix = prefix
+        self.logged: set[int] = set()
+
+    def __call__(self, epoch: int, metrics: Mapping[str, float]) -> None:
         numeric = {
-            f"{prefix}{k}": float(v)
+            f"{self.prefix}{k}": float(v)
             for k, v in metrics.items()
             if isinstance(v, int | float) and not isinstance(v, bool)
         }
         if numeric:
             mlflow.log_metrics(numeric, step=int(epoch))
+        self.logged.add(int(epoch))
 
-    return log
+    def log_missing(self, history: Sequence[Mapping[str, float]]) -> None:
+        """Log the epochs of ``history`` this logger did not see: those a resumed training
+        had done before it was interrupted, so the run shows the whole curve."""
+        for epoch, metrics in enumerate(history):
+            if epoch not in self.logged:
+                self(epoch, metrics)

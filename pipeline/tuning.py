@@ -64,7 +64,7 @@ def trial_params(params: Params, overrides: dict[str, Any]) -> Params:
     return apply_overrides(params, {**budget, **overrides})
 
 
-def study_name(params: Params, data_checksum: str) -> str:
+def study_name(params: Params, checksum: str) -> str:
     """``<prefix>-<hash>`` of everything that decides trial results. Not the budget, and not
     the train knobs trials replace (epochs, data fraction): changing ``train.phase1.epochs``
     reruns the DVC stage, which then finds its study complete and only rewrites the report."""
@@ -74,7 +74,7 @@ def study_name(params: Params, data_checksum: str) -> str:
     sr = params.model.sr_weights
     trial = trial_params(params, {})  # what a trial trains: epochs and data from the budget
     inputs = {
-        "data": data_checksum,
+        "data": checksum,
         "prior": sha256(PRIORS_FILE),
         "sr_weights": sha256(sr) if isinstance(sr, str) else sr,
         "model": trial.model.model_dump(mode="json", exclude={"sr_weights"}),
@@ -86,10 +86,10 @@ def study_name(params: Params, data_checksum: str) -> str:
 
 def study_for(params: Params) -> tuple[Params, str]:
     """params.yaml with the pretrained SR weights, and the name of its study."""
-    from psr.data.prepared import read_manifest
+    from psr.data.prepared import data_checksum, read_manifest
 
     params = with_sr_weights(params)
-    checksum = tracking.data_checksum(read_manifest(params.prepared_dir))
+    checksum = data_checksum(read_manifest(params.prepared_dir))
     return params, study_name(params, checksum)
 
 
@@ -194,6 +194,7 @@ class Objective:
                 "optuna.study": self.study,
                 "optuna.trial": str(trial.number),
                 "optuna.sampler_seed": str(self.sampler_seed),
+                **tracking.process_tag(),
             },
         )
         try:
@@ -216,7 +217,7 @@ class Objective:
     def _train(self, trial: optuna.Trial, params: Params, prunable: bool) -> float:
         from psr.jobs import train
 
-        log_epoch = tracking.epoch_logger()
+        log_epoch = tracking.EpochLogger()
 
         def report(epoch: int, metrics: dict[str, float]) -> None:
             log_epoch(epoch, metrics)

@@ -14,16 +14,14 @@ from __future__ import annotations
 
 import argparse
 import logging
+import shutil
 import sys
-import tempfile
-import time
-from pathlib import Path
 
 import mlflow
 
 from pipeline import ablation, tracking
 from pipeline.params import Params
-from pipeline.paths import PRIORS_FILE, RAW_DIR
+from pipeline.paths import PRIORS_FILE, RAW_DIR, resume_dir
 from pipeline.resolve import with_sr_weights
 from pipeline.stages.common import stage_main
 
@@ -32,7 +30,7 @@ MARKER = "metrics.json"
 log = logging.getLogger(__name__)
 
 
-def identity(params: Params, data_checksum: str) -> str:
+def identity(params: Params, checksum: str) -> str:
     """One ablation = its budget, the shared model/train/evaluate sections and the data (not
     which arms and seeds: adding a seed extends the same ablation): the value of the
     ``psr.ablation`` tag of its parent and arm runs."""
@@ -44,13 +42,13 @@ def identity(params: Params, data_checksum: str) -> str:
             "model": params.model.model_dump(mode="json"),
             "train": params.train.model_dump(mode="json"),
             "evaluate": params.evaluate.model_dump(mode="json"),
-            "data": data_checksum,
+            "data": checksum,
         }
     )
 
 
 def run(params: Params, arm: str, seed: int) -> None:
-    from psr.data.prepared import read_manifest
+    from psr.data.prepared import data_checksum, read_manifest
     from psr.data.synthetic import GENERATION_FILE
     from psr.fileio import atomic_directory, write_json
     from psr.jobs import evaluate, train
@@ -75,7 +73,7 @@ def run(params: Params, arm: str, seed: int) -> None:
         model = with_sr_weights(params.model_copy(update={"model": model})).model
     train_cfg = ablation.train_config(params, arm, seed)
     manifest = read_manifest(params.prepared_dir)
-    ablation_id = identity(params, tracking.data_checksum(manifest))
+    ablation_id = identity(params, data_checksum(manifest))
     parent = tracking.parent_run(
         params.dataset_name,
         ablation.TAG_ABLATION,
@@ -91,9 +89,9 @@ def run(params: Params, arm: str, seed: int) -> None:
         "psr.seed": str(seed),
     }
     sidecar = RAW_DIR / GENERATION_FILE if params.evaluate.breakdown_by else None
+    models = resume_dir(f"{STAGE}/{ablation.run_name(arm, seed)}")  # kept if interrupted
     with (
         atomic_directory(out, marker=MARKER) as tmp,
-        tempfile.TemporaryDirectory(prefix="ablate-model-") as models,
         tracking.stage_run(
             STAGE,
             params.dataset_name,
@@ -104,7 +102,7 @@ def run(params: Params, arm: str, seed: int) -> None:
         ) as active,
     ):
         mlflow.set_tag("mlflow.runName", ablation.run_name(arm, seed))
-        start = time.perf_counter()
+        epochs = tracking.EpochLogger()
         trained = train.run(
             model,
             train_cfg,
@@ -112,17 +110,19 @@ def run(params: Params, arm: str, seed: int) -> None:
             models,
             prior=PRIORS_FILE,
             reports=tmp,
-            callbacks=[tracking.epoch_logger()],
+            callbacks=[epochs],
+            resume="auto",  # an interrupted run continues its last.pt
         )
-        seconds = time.perf_counter() - start
+        epochs.log_missing(trained.fit.history)
+        seconds = sum(row["epoch_seconds"] for row in trained.fit.history)
         result = evaluate.run(
             params.evaluate,
-            Path(models) / "best.pt",
+            models / "best.pt",
             params.prepared_dir,
             tmp / "evaluation",
             sidecar=sidecar,
         )
-        network, _ = load_model(Path(models) / "best.pt", map_location="cpu")
+        network, _ = load_model(models / "best.pt", map_location="cpu")
         metrics = {
             **result.logged_metrics(),
             "best_valid_acc": trained.metrics["best_valid_acc"],
@@ -140,6 +140,7 @@ def run(params: Params, arm: str, seed: int) -> None:
             metrics["accuracy"],
             seconds,
         )
+    shutil.rmtree(models)
 
 
 def _arguments(argv: list[str]) -> tuple[str, int]:

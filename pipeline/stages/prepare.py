@@ -17,6 +17,7 @@ log = logging.getLogger(__name__)
 
 
 def run(params: Params) -> None:
+    from psr.data.prepared import data_checksum
     from psr.jobs import prepare
 
     with tracking.stage_run(
@@ -26,7 +27,7 @@ def run(params: Params) -> None:
         record=run_record_path(STAGE),
     ) as run:
         result = prepare.run(params.prepare, PREPARED_DIR)
-        mlflow.set_tag(tracking.TAG_DATA_CHECKSUM, tracking.data_checksum(result.manifest))
+        mlflow.set_tag(tracking.TAG_DATA_CHECKSUM, data_checksum(result.manifest))
         counts = {f"images_{split}": n for split, n in result.counts.items()}
         counts["skipped"] = result.skipped
         mlflow.log_metrics(counts)

@@ -39,7 +39,7 @@ def run(params: Params) -> None:
             params.prepared_dir,
             SR_DIR,
             reports=report_dir(STAGE),
-            callbacks=[tracking.epoch_logger()],
+            callbacks=[tracking.EpochLogger()],
         )
         if result.weights is None:
             mlflow.set_tag("psr.sr_pretrain", result.reason)

@@ -4,18 +4,25 @@ Trains ``params.yaml``'s ``model`` and ``train`` sections with the SR network of
 stage (unless ``model.sr_weights`` names a file) and the tune stage's best values written over
 them (``reports/tune/best_params.json``; empty when tuning is disabled). Writes
 ``models/psr/best.pt`` and ``last.pt``, and ``reports/train/`` (history.csv, metrics.json).
+
+Resumable: the training runs in ``models/resume/train/``, which an interrupted run leaves
+behind; the next run continues its ``last.pt`` when it is a state of the same configuration
+(and says why it starts fresh otherwise), so a killed stage ends bit-identical to one that
+was not. The outputs are published only once training and logging are done.
 """
 
 from __future__ import annotations
 
 import logging
+import shutil
 import sys
+from pathlib import Path
 
 import mlflow
 
 from pipeline import tracking
 from pipeline.params import Params
-from pipeline.paths import MODEL_DIR, PRIORS_FILE, report_dir, run_record_path
+from pipeline.paths import MODEL_DIR, PRIORS_FILE, report_dir, resume_dir, run_record_path
 from pipeline.resolve import for_training
 from pipeline.stages.common import stage_main
 
@@ -30,6 +37,8 @@ def run(params: Params) -> None:
 
     manifest = read_manifest(params.prepared_dir)
     params, tuned = for_training(params)
+    work = resume_dir(STAGE)
+    epochs = tracking.EpochLogger()
     logged = {
         "model": params.model.model_dump(mode="json"),
         "train": params.train.model_dump(mode="json"),
@@ -46,11 +55,13 @@ def run(params: Params) -> None:
             params.model,
             params.train,
             params.prepared_dir,
-            MODEL_DIR,
+            work,
             prior=PRIORS_FILE,
             reports=report_dir(STAGE),
-            callbacks=[tracking.epoch_logger()],
+            callbacks=[epochs],
+            resume="auto",
         )
+        epochs.log_missing(result.fit.history)
         mlflow.log_metrics({k: float(v) for k, v in result.metrics.items()})
         mlflow.log_artifact(str(report_dir(STAGE) / HISTORY_FILE))
         mlflow.log_dict(logged, "resolved_params.json")
@@ -59,6 +70,19 @@ def run(params: Params) -> None:
             result.fit.best_metric,
             result.fit.best_epoch + 1,
         )
+    publish(work, MODEL_DIR)
+
+
+def publish(work: Path, target: Path) -> None:
+    """Copy the finished training's checkpoints from ``work`` into ``target`` (all or nothing),
+    then drop ``work``: from here on a rerun trains afresh."""
+    from psr.engine.outputs import BEST, LAST
+    from psr.fileio import atomic_directory
+
+    with atomic_directory(target, marker=BEST) as tmp:
+        for name in (BEST, LAST):
+            shutil.copy2(work / name, tmp / name)
+    shutil.rmtree(work)
 
 
 main = stage_main(STAGE, run)

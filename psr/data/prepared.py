@@ -10,10 +10,12 @@ memory-maps the images.
 
 from __future__ import annotations
 
+import hashlib
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -143,6 +145,16 @@ def write_index(
         for j, name in enumerate(class_names):
             columns[f"target_{name}"] = targets[:, j]
     pd.DataFrame(columns).to_csv(path, index=False)
+
+
+def data_checksum(manifest: Mapping[str, Any]) -> str:
+    """One sha256 over the per-file checksums a prepared dataset's manifest lists: the
+    dataset's identity (MLflow tags, study and ablation names, resumable training)."""
+    checksums = manifest.get("checksums")
+    if not isinstance(checksums, Mapping) or not checksums:
+        raise ValueError("manifest has no 'checksums' mapping")
+    blob = json.dumps(dict(checksums), sort_keys=True).encode()
+    return hashlib.sha256(blob).hexdigest()
 
 
 def write_manifest(root: Path, manifest: dict) -> None:

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import pickle
 import random
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,7 @@ def save_atomic(obj: dict[str, Any], path: Path) -> None:
 def training_state(
     *,
     config: dict[str, Any],
+    identity: dict[str, str],
     model: torch.nn.Module,
     optimizer: torch.optim.Optimizer,
     scheduler: torch.optim.lr_scheduler.LRScheduler,
@@ -34,10 +36,12 @@ def training_state(
     device: torch.device,
 ) -> dict[str, Any]:
     """Everything a resumed run needs to continue bit for bit: ``epoch`` global epochs are done,
-    the last of them in ``phase`` (0-based) whose optimiser/scheduler/scaler states these are."""
+    the last of them in ``phase`` (0-based) whose optimiser/scheduler/scaler states these are;
+    ``identity``: what else the run depends on (data, weights files), as digests."""
     return {
         "format": FORMAT,
         "config": config,
+        "identity": identity,
         "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
         "optimizer": optimizer.state_dict(),
         "scheduler": scheduler.state_dict(),
@@ -66,7 +70,12 @@ def initial_state() -> dict[str, Any]:
 def load_state(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise FileNotFoundError(f"no training checkpoint at {path}")
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError) as err:
+        # weights_only refuses pickled objects; a truncated file fails to unzip
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ValueError(f"{path} is not a loadable training checkpoint: {first}") from None
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise ValueError(f"{path} is not a PSR training checkpoint (expected format {FORMAT})")
     return state

@@ -15,6 +15,7 @@ from tqdm import tqdm
 from psr.engine.distributed import reduce_sums
 from psr.engine.runtime import Runtime
 from psr.engine.schedule import current_lrs
+from psr.faults import failpoint
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -62,6 +63,7 @@ def train_one_epoch(
         scaler.update()
         lrs = current_lrs(optimizer)  # the lrs this step used
         scheduler.step()
+        failpoint("train.step")
 
         labels = targets.argmax(dim=1) if targets.is_floating_point() else targets  # [B]
         loss_sum += loss_value * len(labels)

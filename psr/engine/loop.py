@@ -11,10 +11,11 @@ from __future__ import annotations
 import logging
 import math
 import random
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -32,6 +33,7 @@ from psr.engine.loaders import Loaders, build_loaders
 from psr.engine.outputs import Outputs
 from psr.engine.runtime import Runtime
 from psr.engine.schedule import build_one_cycle, build_optimizer
+from psr.faults import failpoint
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +73,7 @@ class _Run:
     out: Outputs
     callbacks: Sequence[Callback]
     bar: tqdm
+    identity: Mapping[str, str] | None  # stored in last.pt: whose state it is
 
     @property
     def dist(self) -> DistInfo:
@@ -95,7 +98,8 @@ def fit(
     *,
     prior: Any = None,
     callbacks: Sequence[Callback] = (),
-    resume: bool = False,
+    resume: bool | Literal["auto"] = False,
+    identity: Mapping[str, str] | None = None,
     class_names: Sequence[str] | None = None,
     model_config: Mapping[str, Any] | None = None,
     image_size: int | None = None,
@@ -111,6 +115,11 @@ def fit(
     callback gets ``(epoch, metrics)`` after every epoch, on rank 0, once ``last.pt`` is
     written: an exception it raises (e.g. ``optuna.TrialPruned``) propagates and leaves a
     resumable run. Under ``torchrun`` every process calls ``fit`` and rank 0 writes the files.
+
+    ``resume=True`` continues ``last.pt`` (an error if it is not this run's); ``"auto"``
+    continues it when it is a valid state of the same training config and ``identity`` (what
+    else the caller's run depends on: data, weights files), and starts fresh, saying why,
+    otherwise. ``identity`` is stored in ``last.pt``.
     """
     out = Outputs.create(
         Path(out_dir), model, train_split, class_names, model_config, image_size, channels
@@ -119,7 +128,11 @@ def fit(
     device = resolve_device(cfg.device)
     with distributed(device.type) as dist_info:
         setup = _setup(model, train_split, valid_split, cfg, device, dist_info, prior, out)
-        state = _resume(model, setup, cfg, out.last) if resume else ckpt.initial_state()
+        state = (
+            _resume(model, setup, cfg, out.last, identity, strict=resume is True)
+            if resume
+            else ckpt.initial_state()
+        )
         progress = _Progress(state["history"], state["epoch"], state["stopped"])
         train_model, eval_model = _wrap(model, cfg, setup.rt)
         bar = tqdm(
@@ -129,7 +142,7 @@ def fit(
             unit="ep",
             disable=not (cfg.progress and dist_info.is_main),
         )
-        run = _Run(cfg, model, train_model, eval_model, setup, out, callbacks, bar)
+        run = _Run(cfg, model, train_model, eval_model, setup, out, callbacks, bar, identity)
         phase_end = 0
         for phase_index, phase in enumerate(cfg.phases):
             phase_end += phase.epochs
@@ -185,16 +198,35 @@ def _setup(
     return _Setup(rt, loss_fn, scaler, loaders)
 
 
-def _resume(model: nn.Module, setup: _Setup, cfg: TrainConfig, path: Path) -> dict[str, Any]:
+def _resume(
+    model: nn.Module,
+    setup: _Setup,
+    cfg: TrainConfig,
+    path: Path,
+    identity: Mapping[str, str] | None,
+    *,
+    strict: bool,
+) -> dict[str, Any]:
     """The state in ``path`` with the weights, loss scale and RNGs restored from it, or a fresh
-    state when there is no ``path`` yet."""
+    state when there is no ``path`` yet, or (not ``strict``) when it is not this run's."""
     dist_info = setup.rt.dist
     if not path.is_file():
         if dist_info.is_main:
             log.info("no %s yet: starting from scratch", path)
         return ckpt.initial_state()
-    state = ckpt.load_state(path)
-    _check_resumable(state, cfg, path)
+    try:
+        state = ckpt.load_state(path)
+        conflict = _resume_conflict(state, cfg, identity)
+    except ValueError as err:
+        if strict:
+            raise
+        conflict = str(err)
+    if conflict is not None:
+        if strict:
+            raise ValueError(f"cannot resume {path}: {conflict}")
+        if dist_info.is_main:
+            log.warning("not resuming %s (%s): starting from scratch", path, conflict)
+        return ckpt.initial_state()
     model.load_state_dict(state["model"])
     if state["scaler"]:  # one loss scale across both phases; empty without fp16
         setup.scaler.load_state_dict(state["scaler"])
@@ -250,6 +282,7 @@ def _run_epoch(
 ) -> dict[str, float]:
     """Train and validate global epoch ``epoch``; returns its metrics."""
     cfg, setup = run.cfg, run.setup
+    start = time.perf_counter()
     where = f"phase {phase_index + 1}, epoch {epoch + 1}/{cfg.total_epochs}"
     setup.loaders.train_sampler.set_epoch(epoch)
     train_metrics = train_one_epoch(
@@ -272,7 +305,8 @@ def _run_epoch(
             f"validation loss is {valid_metrics['valid_loss']} after {where}: the "
             f"weights are not finite; {run.out.last} holds the last good epoch"
         )
-    return {"epoch": epoch, "phase": phase_index + 1} | train_metrics | valid_metrics
+    seconds = {"epoch_seconds": time.perf_counter() - start}
+    return {"epoch": epoch, "phase": phase_index + 1} | train_metrics | valid_metrics | seconds
 
 
 def _record_epoch(
@@ -290,6 +324,7 @@ def _record_epoch(
             run.out.save_best(run.model, metrics, run.cfg.augment.model_dump())
         state = ckpt.training_state(
             config=run.cfg.model_dump(mode="json"),
+            identity=dict(run.identity or {}),
             model=run.model,
             optimizer=optimizer,
             scheduler=scheduler,
@@ -301,6 +336,7 @@ def _record_epoch(
             device=run.setup.rt.device,
         )
         ckpt.save_atomic(state, run.out.last)
+        failpoint("train.epoch_saved")
         run.bar.update(1)
         run.bar.set_postfix(valid_acc=f"{metrics['valid_acc']:.4f}")
         log.info(_format_epoch(metrics, run.cfg.total_epochs))
@@ -316,12 +352,21 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def _check_resumable(state: dict[str, Any], cfg: TrainConfig, path: Path) -> None:
-    """A resumed run must follow the same recipe (the one-cycle length depends on it)."""
+def _resume_conflict(
+    state: dict[str, Any], cfg: TrainConfig, identity: Mapping[str, str] | None
+) -> str | None:
+    """Why ``state`` is not a state of this run (None: it is). A resumed run must follow the
+    same recipe (the one-cycle length depends on it) on the same inputs."""
     saved, now = state["config"], cfg.model_dump(mode="json")
     changed = sorted(k for k in now if k not in RESUME_FREE_FIELDS and saved.get(k) != now[k])
     if changed:
-        raise ValueError(f"cannot resume {path}: the training config differs in {changed}")
+        return f"the training config differs in {changed}"
+    if identity is not None:
+        stored = state.get("identity") or {}
+        differs = sorted(k for k in {*identity, *stored} if stored.get(k) != identity.get(k))
+        if differs:
+            return f"it was trained on other {', '.join(differs)}"
+    return None
 
 
 def _check_class_order(train_split: SplitLike, valid_split: SplitLike) -> None:

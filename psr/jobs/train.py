@@ -8,7 +8,10 @@ The policies every training shares, settled here once:
   network is built, so it decides the initial weights (also of each tuning trial, whatever ran
   before it), then :func:`psr.models.build_model` loads the weights the config names;
 - **outputs**: ``best.pt`` and ``last.pt`` in ``out``; ``history.csv`` (rewritten every epoch)
-  and ``metrics.json`` in ``reports`` (default ``out``).
+  and ``metrics.json`` in ``reports`` (default ``out``);
+- **resuming**: ``last.pt`` records the run's :func:`identity` (model config, data, prior and
+  weight files, by digest) beside its train config; ``resume="auto"`` continues it only when
+  both match, so an interrupted run ends bit-identical to an uninterrupted one.
 """
 
 from __future__ import annotations
@@ -16,13 +19,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from psr.data.prepared import load_split, read_manifest
+from psr.data.prepared import data_checksum, load_split, read_manifest
 from psr.engine import FitResult, TrainConfig, fit
 from psr.engine.distributed import is_main_process
 from psr.engine.loop import Callback, seed_everything
-from psr.fileio import write_json
+from psr.fileio import config_digest, sha256, write_json
 from psr.jobs.history import HISTORY_FILE, METRICS_FILE, HistoryFile, write_history
 from psr.models import ModelConfig, build_model
 from psr.priors import prior_for_classes
@@ -48,6 +51,36 @@ def model_for_dataset(cfg: ModelConfig, class_names: Sequence[str]) -> ModelConf
     return cfg.model_copy(update={"num_classes": len(names), "class_names": names})
 
 
+def identity(
+    model: ModelConfig, data: str | Path, prior: str | Path | None, splits: Sequence[str]
+) -> dict[str, str]:
+    """What a training depends on besides its train config, as digests (``last.pt`` keeps
+    them): a file replaced under the same name (new SR weights) makes another run."""
+    found = {
+        "model": config_digest(model.model_dump(mode="json")),
+        "data": _data_digest(Path(data), splits),
+        "splits": ",".join(splits),
+    }
+    if prior is not None:
+        found["prior"] = sha256(prior)
+    sr = model.sr_weights if isinstance(model.sr_weights, dict) else {2: model.sr_weights}
+    for scale, path in sorted(sr.items()):
+        if path is not None:
+            found[f"sr_weights x{scale}"] = sha256(path)
+    if model.pretrained not in ("imagenet", "none"):
+        found["pretrained weights"] = sha256(model.pretrained)
+    return found
+
+
+def _data_digest(root: Path, splits: Sequence[str]) -> str:
+    """The manifest's checksums (``psr prepare`` writes them), else the split files' bytes."""
+    manifest = read_manifest(root)
+    if manifest.get("checksums"):
+        return data_checksum(manifest)
+    files = [root / f"{split}{ext}" for split in splits for ext in (".npy", ".csv")]
+    return config_digest([sha256(f) for f in files])
+
+
 def summary(result: FitResult) -> dict[str, Any]:
     """The numbers a training run is judged by (``metrics.json``)."""
     best = result.history[result.best_epoch]
@@ -69,7 +102,7 @@ def run(
     prior: str | Path | None = None,
     reports: str | Path | None = None,
     callbacks: Sequence[Callback] = (),
-    resume: bool = False,
+    resume: bool | Literal["auto"] = False,
     train_split: str = "train",
     valid_split: str = "valid",
 ) -> TrainResult:
@@ -78,7 +111,8 @@ def run(
     ``prior`` (a priors.json) is needed by the PDLS losses. Each callback gets ``(epoch,
     metrics)`` after every epoch, once ``last.pt`` is written; an exception it raises (e.g.
     ``optuna.TrialPruned``) propagates and leaves a resumable run. Under ``torchrun`` every
-    process calls ``run`` and rank 0 writes the files.
+    process calls ``run`` and rank 0 writes the files. ``resume``: see :func:`psr.engine.fit`
+    (``"auto"`` continues ``out/last.pt`` if it is this run's, else starts fresh).
     """
     out, reports = Path(out), Path(reports or out)
     class_names = tuple(read_manifest(data)["class_names"])
@@ -98,6 +132,7 @@ def run(
         prior=matrix,
         callbacks=[history, *callbacks],
         resume=resume,
+        identity=identity(model, data, prior, (train_split, valid_split)),
         class_names=class_names,
         model_config=model.model_dump(),
         image_size=model.image_size,

@@ -46,3 +46,23 @@ def test_save_atomic_keeps_the_old_file_when_writing_fails(tmp_path):
         save_atomic({"a": lambda: 0}, path)  # not picklable
     assert torch.load(path, weights_only=True) == {"a": 1}
     assert [p.name for p in tmp_path.iterdir()] == ["last.pt"]
+
+
+class Payload:  # an arbitrary object: weights_only refuses to unpickle it
+    pass
+
+
+@pytest.mark.parametrize("payload", ["pickled", "truncated", "other"])
+def test_a_refused_or_broken_checkpoint_is_one_clear_error(tmp_path, payload):
+    path = tmp_path / "last.pt"
+    if payload == "pickled":  # weights_only refuses arbitrary objects
+        torch.save({"format": "psr-train-state/1", "obj": Payload()}, path)
+    elif payload == "truncated":
+        save_atomic({"format": "psr-train-state/1", "w": torch.zeros(1000)}, path)
+        path.write_bytes(path.read_bytes()[:500])
+    else:
+        torch.save({"weights": torch.zeros(2)}, path)
+    with pytest.raises(ValueError) as err:
+        load_state(path)
+    message = str(err.value)
+    assert str(path) in message and "\n" not in message

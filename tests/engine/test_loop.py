@@ -103,6 +103,39 @@ def test_resume_refuses_a_different_recipe(kit, tmp_path):
         _fit(kit, kit.tiny_config(epochs1=2, epochs2=0), tmp_path, resume=True)
 
 
+def test_auto_resume_continues_only_the_same_run(kit, tmp_path, caplog):
+    """``resume="auto"``: same recipe and identity -> continue; another identity, another
+    recipe or an unreadable file -> start fresh, saying why; ``resume=True`` refuses them."""
+    caplog.set_level("INFO", logger="psr.engine.loop")
+    cfg = kit.tiny_config(epochs1=2, epochs2=0)
+    ours = {"data": "abc", "prior": "p1"}
+    with pytest.raises(Interrupt):
+        _fit(kit, cfg, tmp_path, callbacks=[_interrupt_after(0)], identity=ours)
+    assert load_state(tmp_path / "last.pt")["identity"] == ours
+    saved = (tmp_path / "last.pt").read_bytes()
+
+    _, result = _fit(kit, cfg, tmp_path, resume="auto", identity=ours)
+    assert "resuming" in caplog.text and len(result.history) == 2
+
+    for identity, other, why in (
+        ({"data": "xyz", "prior": "p1"}, cfg, "it was trained on other data"),
+        (ours, kit.tiny_config(epochs1=3, epochs2=0), "the training config differs in"),
+    ):
+        (tmp_path / "last.pt").write_bytes(saved)
+        caplog.clear()
+        _, result = _fit(kit, other, tmp_path, resume="auto", identity=identity)
+        assert why in caplog.text and "starting from scratch" in caplog.text
+        assert len(result.history) == other.total_epochs
+        (tmp_path / "last.pt").write_bytes(saved)
+        with pytest.raises(ValueError, match=why):
+            _fit(kit, other, tmp_path, resume=True, identity=identity)
+
+    (tmp_path / "last.pt").write_bytes(saved[: len(saved) // 2])  # truncated
+    caplog.clear()
+    _, result = _fit(kit, cfg, tmp_path, resume="auto", identity=ours)
+    assert "not a loadable training checkpoint" in caplog.text and len(result.history) == 2
+
+
 def test_resume_of_a_finished_run_trains_nothing(kit, tmp_path):
     cfg = kit.tiny_config(epochs1=1, epochs2=0)
     first, _ = _fit(kit, cfg, tmp_path)

@@ -218,7 +218,7 @@ def test_repro_produces_every_output(pipeline_repo: PipelineRepo):
 def test_every_stage_logged_one_run_with_tags(pipeline_repo: PipelineRepo):
     by_stage = stage_runs(pipeline_repo)
     manifest = json.loads((pipeline_repo.root / "data/prepared/tiny/manifest.json").read_text())
-    from pipeline.tracking import data_checksum
+    from psr.data.prepared import data_checksum
 
     for stage in STAGES:
         parents = [r for r in by_stage[stage] if "mlflow.parentRunId" not in r.data.tags]

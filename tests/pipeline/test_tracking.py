@@ -8,6 +8,7 @@ import pytest
 
 from pipeline import tracking
 from pipeline.workspace import resolve_shared, shared_root
+from psr.data.prepared import data_checksum
 
 
 def test_experiment_copies_share_the_outer_repository(monkeypatch, tmp_path):
@@ -29,12 +30,12 @@ def test_tracking_uri_env_wins(monkeypatch):
 
 
 def test_data_checksum_is_stable_and_needs_checksums():
-    a = tracking.data_checksum({"checksums": {"train.npy": "1", "test.npy": "2"}})
-    b = tracking.data_checksum({"checksums": {"test.npy": "2", "train.npy": "1"}, "x": 3})
+    a = data_checksum({"checksums": {"train.npy": "1", "test.npy": "2"}})
+    b = data_checksum({"checksums": {"test.npy": "2", "train.npy": "1"}, "x": 3})
     assert a == b and len(a) == 64
-    assert a != tracking.data_checksum({"checksums": {"train.npy": "1", "test.npy": "3"}})
+    assert a != data_checksum({"checksums": {"train.npy": "1", "test.npy": "3"}})
     with pytest.raises(ValueError, match="no 'checksums'"):
-        tracking.data_checksum({"dataset": "ferplus"})
+        data_checksum({"dataset": "ferplus"})
 
 
 def test_flatten():
@@ -51,8 +52,8 @@ def test_stage_run_logs_tags_params_and_writes_its_record(monkeypatch, tmp_path)
     with tracking.stage_run(
         "train", "unit", params={"train": {"lr": 0.1}}, record=record, manifest=manifest
     ) as run:
-        tracking.epoch_logger()(0, {"valid_acc": 0.5, "phase": 1, "note": "x", "flag": True})
-        tracking.epoch_logger()(1, {"valid_acc": 0.75})
+        tracking.EpochLogger()(0, {"valid_acc": 0.5, "phase": 1, "note": "x", "flag": True})
+        tracking.EpochLogger()(1, {"valid_acc": 0.75})
     assert (tmp_path / "mlflow.db").is_file()
     saved = json.loads(record.read_text())
     assert saved["run_id"] == run.info.run_id and saved["stage"] == "train"
@@ -60,7 +61,7 @@ def test_stage_run_logs_tags_params_and_writes_its_record(monkeypatch, tmp_path)
     logged = client.get_run(run.info.run_id)
     assert logged.data.params == {"train.lr": "0.1"}
     assert logged.data.tags["dvc.stage"] == "train"
-    assert logged.data.tags["psr.data_checksum"] == tracking.data_checksum(manifest)
+    assert logged.data.tags["psr.data_checksum"] == data_checksum(manifest)
     experiment = client.get_experiment(logged.info.experiment_id)
     assert experiment.name == "psr-unit"
     assert experiment.artifact_location == (tmp_path / "mlartifacts" / "psr-unit").as_uri()

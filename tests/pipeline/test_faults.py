@@ -1,0 +1,104 @@
+"""Fault injection: stage processes killed with SIGKILL at chosen points (the failpoints of
+:mod:`psr.faults`) and what the next run makes of it. Real processes, real MLflow on SQLite,
+real Optuna, in the tiny workspace of ``conftest.py``; docs/reliability.md lists what each
+test proves."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+REPO = Path(__file__).resolve().parents[2]
+KILLED = -signal.SIGKILL
+
+
+def _stage(root: Path, *command: str, failpoint: str | None = None) -> subprocess.CompletedProcess:
+    """``python -m pipeline.stages.<command>`` in ``root``, killed at ``failpoint`` if given."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "PSR_"))}
+    env.update(PYTHONPATH=str(REPO), OMP_NUM_THREADS="1", NO_ALBUMENTATIONS_UPDATE="1")
+    if failpoint:
+        env["PSR_FAILPOINT"] = failpoint
+    return subprocess.run(
+        [sys.executable, "-m", f"pipeline.stages.{command[0]}", *command[1:]],
+        cwd=root,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+
+
+def _ok(result: subprocess.CompletedProcess) -> subprocess.CompletedProcess:
+    assert result.returncode == 0, result.stderr[-4000:]
+    return result
+
+
+def _tensors(path: Path) -> dict[str, torch.Tensor]:
+    state = torch.load(path, weights_only=True)
+    return state.get("state_dict", state)
+
+
+def _same(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def _runs(root: Path, stage: str) -> list:
+    import mlflow
+
+    from pipeline import tracking
+
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{root / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name(tracking.experiment_name("tiny"))
+    return client.search_runs(
+        [experiment.experiment_id], filter_string=f"tags.`{tracking.TAG_STAGE}` = '{stage}'"
+    )
+
+
+def test_train_stage_killed_mid_epoch_resumes_bit_identical(workspace):
+    """SIGKILL in the middle of epoch 2 of 2: the rerun continues ``last.pt`` of epoch 1 and ends
+    with the bytes of an uninterrupted run; the killed run's MLflow run is closed as KILLED."""
+    best = workspace / "models/psr/best.pt"
+    _ok(_stage(workspace, "train"))
+    reference = _tensors(best)
+    history = (workspace / "reports/train/history.csv").read_text().splitlines()
+
+    killed = _stage(workspace, "train", failpoint="train.step:9")  # 6 steps an epoch
+    assert killed.returncode == KILLED, killed.stderr[-4000:]
+    assert (workspace / "models/resume/train/last.pt").is_file()
+    running = [r for r in _runs(workspace, "train") if r.info.status == "RUNNING"]
+    assert len(running) == 1
+
+    resumed = _ok(_stage(workspace, "train"))
+    assert "resuming models/resume/train/last.pt after epoch 1" in resumed.stderr
+    assert _same(reference, _tensors(best))
+    again = (workspace / "reports/train/history.csv").read_text().splitlines()
+    assert len(again) == len(history) == 3  # header + 2 epochs, epoch 1 from the killed run
+    assert not (workspace / "models/resume/train").exists()  # published: the next run is fresh
+    closed = {r.info.run_id: r for r in _runs(workspace, "train")}[running[0].info.run_id]
+    assert closed.info.status == "KILLED"
+    assert "ended without closing the run" in closed.data.tags["psr.end_reason"]
+
+
+def test_train_stage_starts_fresh_when_the_configuration_changed(workspace):
+    """A ``last.pt`` of another configuration is not continued: the stage says why."""
+    from pipeline.params import set_params
+
+    assert _stage(workspace, "train", failpoint="train.epoch_saved").returncode == KILLED
+    params = workspace / "params.yaml"
+    original = params.read_text()
+    try:
+        set_params(params, ["train.seed=7"])
+        fresh = _ok(_stage(workspace, "train"))
+    finally:
+        params.write_text(original)
+    assert "not resuming models/resume/train/last.pt" in fresh.stderr
+    assert "the training config differs in ['seed']" in fresh.stderr
+    assert "resuming models/resume/train/last.pt after" not in fresh.stderr
