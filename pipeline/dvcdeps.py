@@ -20,15 +20,15 @@ import argparse
 import ast
 import copy
 import io
-import os
 import re
 import sys
-import tempfile
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path, PurePosixPath
 
 from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
+
+from psr.fileio import write_text
 
 PACKAGES = ("psr", "pipeline")
 REPO = Path(__file__).resolve().parents[1]
@@ -225,18 +225,6 @@ def _new_deps(stage: CommentedMap) -> tuple[CommentedSeq, list | None]:
     return seq, [tail, None]
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.chmod(tmp, path.stat().st_mode & 0o777)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def write(dvc_yaml: Path = REPO / "dvc.yaml") -> list[str]:
     """Rewrite the deps of ``dvc_yaml`` in place; return the stages that changed."""
     yaml = _yaml()
@@ -250,7 +238,7 @@ def write(dvc_yaml: Path = REPO / "dvc.yaml") -> list[str]:
     if changed:
         out = io.StringIO()
         yaml.dump(doc, out)
-        _write_atomic(dvc_yaml, out.getvalue())
+        write_text(dvc_yaml, out.getvalue())
     return changed
 
 

@@ -29,7 +29,7 @@ from mlflow.exceptions import MlflowException
 
 from pipeline.workspace import git_commit, shared_root, workspace
 from psr.data.prepared import data_checksum
-from psr.fileio import write_json
+from psr.fileio import pid_alive, write_json
 
 log = logging.getLogger(__name__)
 
@@ -148,7 +148,7 @@ def close_abandoned_runs(experiment_id: str) -> list[str]:
     for run in running:
         owner = run.data.tags.get(TAG_PROCESS, "")
         owner_host, _, pid = owner.rpartition(":")
-        if owner_host != host or not pid.isdigit() or _process_alive(int(pid)):
+        if owner_host != host or not pid.isdigit() or pid_alive(int(pid)):
             continue
         reason = f"process {owner} ended without closing the run; closed by the next stage run"
         client.set_tag(run.info.run_id, TAG_END_REASON, reason)
@@ -160,16 +160,6 @@ def close_abandoned_runs(experiment_id: str) -> list[str]:
             run.info.run_name,
         )
     return closed
-
-
-def _process_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # someone else's process
-        return True
-    return True
 
 
 @contextmanager

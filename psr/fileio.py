@@ -1,7 +1,9 @@
 """Atomic outputs, and the few file helpers every layer shares.
 
 Everything is written to a temporary sibling (same file system) and renamed into place, so an
-interrupted run never leaves a half-written output for DVC or a reader to pick up.
+interrupted run never leaves a half-written output for DVC or a reader to pick up. A sibling's
+name carries its writer's host and pid (``.<name>.tmp-<host>-<pid>-...``): the next write of the
+same output deletes the ones a killed process left.
 """
 
 from __future__ import annotations
@@ -10,12 +12,62 @@ import contextlib
 import hashlib
 import json
 import os
+import re
 import shutil
+import socket
 import tempfile
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
+
+from psr.faults import failpoint
+
+
+def _host() -> str:
+    return re.sub(r"[^A-Za-z0-9]", "", socket.gethostname())[:24] or "host"
+
+
+def _scratch_prefix(target: Path, kind: str) -> str:
+    """The name start of a temporary sibling of ``target`` this process makes."""
+    return f".{target.name}.{kind}-{_host()}-{os.getpid()}-"
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` runs on this machine."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
+def remove_abandoned(target: str | Path) -> list[Path]:
+    """Delete the temporary siblings of ``target`` whose writer (a process of this machine) is
+    gone: what a killed run left. A writer killed while it swapped folders may have left no
+    ``target`` but the previous one set aside: that one is put back. Returns what was deleted."""
+    target = Path(target)
+    pattern = re.compile(rf"\.{re.escape(target.name)}\.(tmp|old)-([A-Za-z0-9]+)-(\d+)-")
+    removed = []
+    abandoned = [
+        (found[1], sibling)
+        for sibling in (sorted(target.parent.iterdir()) if target.parent.is_dir() else ())
+        if (found := pattern.match(sibling.name))
+        and found[2] == _host()
+        and not pid_alive(int(found[3]))
+    ]
+    for kind, sibling in abandoned:
+        if kind == "old" and not target.exists():
+            os.replace(sibling, target)
+            continue
+        if sibling.is_dir() and not sibling.is_symlink():
+            shutil.rmtree(sibling, ignore_errors=True)
+        else:
+            sibling.unlink(missing_ok=True)
+        removed.append(sibling)
+    return removed
 
 
 @contextlib.contextmanager
@@ -24,7 +76,8 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     map, ONNX); on success it is synced and renamed to ``path``, on failure deleted."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    remove_abandoned(path)
+    fd, name = tempfile.mkstemp(prefix=_scratch_prefix(path, "tmp"), dir=path.parent)
     os.close(fd)
     tmp = Path(name)
     try:
@@ -107,13 +160,15 @@ def atomic_directory(target: str | Path, marker: str) -> Iterator[Path]:
         if any(target.iterdir()) and not (target / marker).is_file():
             raise ValueError(f"{target} is not empty and has no {marker}: refusing to replace it")
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
-    old = target.parent / f".{target.name}.old-{uuid.uuid4().hex[:8]}"
+    remove_abandoned(target)
+    tmp = Path(tempfile.mkdtemp(prefix=_scratch_prefix(target, "tmp"), dir=target.parent))
+    old = target.parent / f"{_scratch_prefix(target, 'old')}{uuid.uuid4().hex[:8]}"
     try:
         yield tmp
         tmp.chmod(0o755)  # mkdtemp makes it private
         if target.exists():
             os.replace(target, old)
+            failpoint("atomic_directory.swap")
         os.replace(tmp, target)
     except BaseException:
         if old.exists() and not target.exists():
