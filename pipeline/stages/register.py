@@ -7,8 +7,15 @@
    test images equal the checkpoint's. A version that fails is deleted; no alias moves.
 3. Move aliases as one transaction: ``challenger`` -> new version; when the new version beats
    the champion on ``register.metric`` (same dataset only), ``previous`` -> old champion and
-   ``champion`` -> new version. Any error restores every alias as it was.
+   ``champion`` -> new version. Any error restores every alias as it was; a kill midway is
+   finished by the next run from the journal the move writes first (a registered-model tag).
 4. Write ``reports/registry.json``: name, version, aliases, metric comparison, decision.
+
+Before all that, :func:`recover` finishes what a killed run left: it completes a journalled
+alias move (its version had passed validation) and deletes versions still
+``psr.validation=pending``. So ``champion`` only ever names a validated version, and after the
+next run the aliases are exactly one of the states the gate chose; between a kill and that
+run, readers may see the move half done (``challenger`` moved, ``champion`` not yet).
 
 The stage changes state outside the workspace, so it is kept out of DVC's run-cache (its
 output is ``persist``): DVC never "restores" a registration that did not happen.
@@ -17,6 +24,7 @@ output is ``persist``): DVC never "restores" a registration that did not happen.
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import sys
 from collections.abc import Mapping
@@ -33,6 +41,7 @@ from pipeline import pyfunc, tracking
 from pipeline.params import Params, RegisterParams
 from pipeline.paths import CHECKPOINT, EVALUATE_METRICS, REGISTRY_FILE, run_record_path
 from pipeline.stages.common import stage_main
+from psr.faults import failpoint
 from psr.fileio import read_json, write_json
 
 STAGE = "register"
@@ -43,6 +52,8 @@ CHAMPION, CHALLENGER, PREVIOUS = "champion", "challenger", "previous"
 ALIASES = (CHAMPION, CHALLENGER, PREVIOUS)
 TAG_METRIC = "psr.metric"
 TAG_VALIDATION = "psr.validation"
+#: The alias move in progress, on the registered model: {"before": ..., "target": ...}.
+TAG_JOURNAL = "psr.alias_journal"
 log = logging.getLogger(__name__)
 
 
@@ -101,19 +112,64 @@ def current_aliases(client: MlflowClient, name: str) -> dict[str, str]:
 
 
 def move_aliases(client: MlflowClient, name: str, target: Mapping[str, str]) -> None:
-    """Set every alias in ``target`` or none: on error the previous aliases are restored."""
+    """Set every alias in ``target`` or none: on error the previous aliases are restored; a
+    kill leaves the journal :func:`recover` completes."""
     before = current_aliases(client, name)
+    journal = json.dumps({"before": before, "target": dict(target)})
+    client.set_registered_model_tag(name, TAG_JOURNAL, journal)
     try:
-        for alias, version in target.items():
-            client.set_registered_model_alias(name, alias, version)
+        _set_aliases(client, name, target)
     except BaseException:
-        for alias in target:
-            if alias in before:
-                client.set_registered_model_alias(name, alias, before[alias])
-            else:
-                with contextlib.suppress(MlflowException):  # it was never set
-                    client.delete_registered_model_alias(name, alias)
+        _restore_aliases(client, name, target, before)
+        client.delete_registered_model_tag(name, TAG_JOURNAL)
         raise
+    client.delete_registered_model_tag(name, TAG_JOURNAL)
+
+
+def _set_aliases(client: MlflowClient, name: str, target: Mapping[str, str]) -> None:
+    for alias, version in target.items():
+        client.set_registered_model_alias(name, alias, version)
+        failpoint("register.alias_set")
+
+
+def _restore_aliases(
+    client: MlflowClient, name: str, target: Mapping[str, str], before: Mapping[str, str]
+) -> None:
+    for alias in target:
+        if alias in before:
+            client.set_registered_model_alias(name, alias, before[alias])
+        else:
+            with contextlib.suppress(MlflowException):  # it was never set
+                client.delete_registered_model_alias(name, alias)
+
+
+def recover(client: MlflowClient, name: str) -> list[str]:
+    """Finish what a killed register run left in the registry; what was done, one line each.
+
+    A journalled alias move is completed (its version passed validation before the journal was
+    written), or rolled back if that version is gone; versions still ``validation=pending`` were
+    never checked and are deleted."""
+    try:
+        model = client.get_registered_model(name)
+    except MlflowException:
+        return []
+    done = []
+    if journal := model.tags.get(TAG_JOURNAL):
+        entry = json.loads(journal)
+        try:
+            _set_aliases(client, name, entry["target"])
+            done.append(f"completed the interrupted alias move {entry['target']}")
+        except MlflowException as err:
+            _restore_aliases(client, name, entry["target"], entry["before"])
+            done.append(f"rolled back the interrupted alias move {entry['target']}: {err}")
+        client.delete_registered_model_tag(name, TAG_JOURNAL)
+    for version in client.search_model_versions(f"name = '{name}'"):
+        if version.tags.get(TAG_VALIDATION) == "pending":
+            client.delete_model_version(name, version.version)
+            done.append(f"deleted v{version.version}: an interrupted run left it unvalidated")
+    for line in done:
+        log.warning("%s: %s", name, line)
+    return done
 
 
 def sample_images(params: Params) -> np.ndarray:
@@ -203,6 +259,7 @@ def register(
     ``register.metric``, the floor); return the registry document."""
     cfg = params.registry
     client = MlflowClient()
+    recovered = recover(client, cfg.model_name)
     images = sample_images(params)
     info = log_pyfunc(checkpoint, images)
     tags = {
@@ -213,6 +270,7 @@ def register(
     }
     version = mlflow.register_model(info.model_uri, cfg.model_name, tags=tags)
     number = str(version.version)
+    failpoint("register.version_created")
     uri = f"models:/{cfg.model_name}/{number}"
     try:
         difference = verify(uri, checkpoint, images)
@@ -259,6 +317,7 @@ def register(
         },
         "decision": "promoted" if decision.promote else "kept champion",
         "verified_max_abs_diff": difference,
+        "recovered": recovered,
         "tracking_uri": mlflow.get_tracking_uri(),
     }
 

@@ -102,3 +102,55 @@ def test_train_stage_starts_fresh_when_the_configuration_changed(workspace):
     assert "not resuming models/resume/train/last.pt" in fresh.stderr
     assert "the training config differs in ['seed']" in fresh.stderr
     assert "resuming models/resume/train/last.pt after" not in fresh.stderr
+
+
+def _registry(root: Path):
+    import mlflow
+
+    return mlflow.MlflowClient(
+        tracking_uri=f"sqlite:///{root / 'mlflow.db'}",
+        registry_uri=f"sqlite:///{root / 'mlflow.db'}",
+    )
+
+
+def test_register_killed_mid_alias_move_or_before_validation_is_finished_next_run(workspace):
+    """A kill between two alias moves leaves the journal: the next run completes the move. A
+    kill right after registering leaves a version ``validation=pending``: the next run deletes
+    it. ``champion`` never names an unvalidated version."""
+    import json
+
+    from pipeline.params import load_params, set_params
+
+    params = workspace / "params.yaml"
+    original = params.read_text()
+    set_params(params, ["register.baseline_margin=null", "register.model_name=psr-faults"])
+    try:
+        if not (workspace / "models/psr/best.pt").is_file():
+            _ok(_stage(workspace, "train"))
+        _ok(_stage(workspace, "evaluate"))
+        client = _registry(workspace)
+
+        killed = _stage(workspace, "register", failpoint="register.alias_set:1")
+        assert killed.returncode == KILLED, killed.stderr[-4000:]
+        model = client.get_registered_model("psr-faults")
+        assert model.aliases == {"challenger": 1}  # champion not moved yet
+        assert json.loads(model.tags["psr.alias_journal"])["target"]["champion"] == "1"
+
+        killed = _stage(workspace, "register", failpoint="register.version_created")
+        assert killed.returncode == KILLED, killed.stderr[-4000:]
+        assert "completed the interrupted alias move" in killed.stderr  # before it died
+        model = client.get_registered_model("psr-faults")
+        assert model.aliases == {"challenger": 1, "champion": 1}
+        assert "psr.alias_journal" not in model.tags
+        assert client.get_model_version("psr-faults", "2").tags["psr.validation"] == "pending"
+
+        _ok(_stage(workspace, "register"))
+        document = json.loads((workspace / "reports/registry.json").read_text())
+        assert document["recovered"] == ["deleted v2: an interrupted run left it unvalidated"]
+        model = client.get_registered_model("psr-faults")
+        versions = client.search_model_versions("name = 'psr-faults'")
+        assert sorted(int(v.version) for v in versions) == [1, 3]
+        assert model.aliases == {"champion": 1, "challenger": 3}
+        assert document["version"] == "3" and load_params().registry.model_name == "psr-faults"
+    finally:
+        params.write_text(original)
