@@ -8,7 +8,13 @@
   ``train``/``model`` and the trial budget; ``train.seed`` decides its initial weights, so a
   trial does not depend on which trials ran before it in the process.
 - Each worker samples with its own seed (:func:`sampler_seed`), recorded on its trials: workers
-  sharing a study never propose the same values because they share a seed.
+  sharing a study never propose the same values because they share a seed, and a worker that
+  resumes a study does not replay the draws of the run before it.
+- Crashes and parallel workers (:func:`optimize`): a trial whose worker died (SIGKILL, power
+  loss) stays RUNNING in the storage, which would bias the sampler for good; the next worker on
+  that host marks it FAIL with the reason and queues its values again. The budget is exact with
+  any number of workers: only the first ``tune.n_trials`` trials (by number) that did not fail
+  may run, a surplus trial another worker's race created is failed before it trains.
 """
 
 from __future__ import annotations
@@ -30,7 +36,10 @@ from psr.engine.config import SPEED_ONLY_FIELDS
 from psr.fileio import config_digest, sha256
 
 COMPLETE = optuna.trial.TrialState.COMPLETE
+RUNNING, FAIL = optuna.trial.TrialState.RUNNING, optuna.trial.TrialState.FAIL
 FINISHED = (COMPLETE, optuna.trial.TrialState.PRUNED)
+#: Trial user attributes: the worker process (``host:pid``) and why a trial failed.
+OWNER, FAIL_REASON, RETRY_OF = "owner", "fail_reason", "retry_of"
 #: What each epoch reports to the pruner (the engine's fused validation accuracy).
 OBJECTIVE = "valid_acc"
 STAGE = "tune"
@@ -93,12 +102,15 @@ def study_for(params: Params) -> tuple[Params, str]:
     return params, study_name(params, checksum)
 
 
-def sampler_seed(base: int, worker: int) -> int:
-    """Worker 0 (the DVC stage) samples with ``tune.seed``; worker ``i`` with a seed derived
-    from ``(tune.seed, i)``, so parallel workers explore different values."""
-    if worker == 0:
+def sampler_seed(base: int, worker: int, trials_before: int = 0) -> int:
+    """Worker 0 (the DVC stage) of a new study samples with ``tune.seed``; worker ``i`` with a
+    seed derived from ``(tune.seed, i)``, so parallel workers explore different values; a
+    worker joining a study that already holds ``trials_before`` trials also mixes that in, so
+    a resumed study does not draw its first values again."""
+    if worker == 0 and trials_before == 0:
         return base
-    return int(np.random.SeedSequence([base, worker]).generate_state(1)[0])
+    entropy = [base, worker] + ([trials_before] if trials_before else [])
+    return int(np.random.SeedSequence(entropy).generate_state(1)[0])
 
 
 def make_pruner(params: Params) -> optuna.pruners.BasePruner:
@@ -179,6 +191,11 @@ class Objective:
         self.sampler_seed = sampler_seed
 
     def __call__(self, trial: optuna.Trial) -> float:
+        trial.set_user_attr(OWNER, tracking.process_tag()[tracking.TAG_PROCESS])
+        surplus = _surplus(trial.study, trial.number, self.params.tune.n_trials)
+        if surplus:
+            trial.set_user_attr(FAIL_REASON, surplus)
+            raise BudgetReached(surplus)
         space = self.params.tune.space
         overrides = {path: suggest(trial, path, dim) for path, dim in space.items()}
         # the untuned baseline always trains to the end: it is what the search is judged against
@@ -237,24 +254,71 @@ class Objective:
         return result.fit.best_metric
 
 
+class BudgetReached(Exception):
+    """A trial beyond ``tune.n_trials`` that a race between workers created: failed unrun."""
+
+
+def _surplus(study: optuna.Study, number: int, n_trials: int) -> str | None:
+    """Why trial ``number`` must not run (None: it may): ``n_trials`` trials numbered before
+    it are finished or running. Trial numbers are handed out atomically by the storage, so
+    this is exact however many workers ask at once."""
+    states = (*FINISHED, RUNNING)
+    earlier = sum(t.number < number for t in study.get_trials(deepcopy=False, states=states))
+    if earlier >= n_trials:
+        return f"budget of {n_trials} trials reached by other workers: not run"
+    return None
+
+
+def _budget_left(study: optuna.Study, n_trials: int) -> int:
+    return n_trials - len(study.get_trials(deepcopy=False, states=(*FINISHED, RUNNING)))
+
+
+def fail_abandoned_trials(study: optuna.Study) -> list[int]:
+    """Mark FAIL the RUNNING trials whose worker process on this host is gone, with the reason,
+    and queue their values again (``retry_of``); the numbers of the trials failed."""
+    from psr.fileio import pid_alive
+
+    host, failed = tracking.process_tag()[tracking.TAG_PROCESS].rpartition(":")[0], []
+    storage = study._storage  # Optuna has no public call to annotate another process's trial
+    for trial in study.get_trials(deepcopy=False, states=(RUNNING,)):
+        owner = trial.user_attrs.get(OWNER, "")
+        owner_host, _, pid = owner.rpartition(":")
+        if owner_host != host or not pid.isdigit() or pid_alive(int(pid)):
+            continue
+        reason = f"worker {owner} died during the trial; its values were queued again"
+        storage.set_trial_user_attr(trial._trial_id, FAIL_REASON, reason)
+        storage.set_trial_state_values(trial._trial_id, state=FAIL)
+        values = trial.system_attrs.get("fixed_params") or trial.params
+        if values:
+            study.enqueue_trial(values, user_attrs={RETRY_OF: trial.number})
+        log.warning("trial %d: %s", trial.number, reason)
+        failed.append(trial.number)
+    return failed
+
+
 def optimize(params: Params, name: str, parent_run_id: str, worker: int = 0) -> optuna.Study:
-    """Run trials until the study holds ``tune.n_trials`` finished ones (or the timeout)."""
+    """Run trials until the study holds ``tune.n_trials`` finished ones (or the timeout), first
+    failing (and queueing again) the trials of dead workers."""
+    import time
+
     from psr.engine import NonFiniteLossError
 
     cfg = params.tune
-    seed = sampler_seed(cfg.seed, worker)
+    study = open_study(params, name)
+    fail_abandoned_trials(study)
+    seed = sampler_seed(cfg.seed, worker, len(study.get_trials(deepcopy=False)))
     study = create_study(params, name, seed, worker)
-    remaining = cfg.n_trials - len(study.get_trials(deepcopy=False, states=FINISHED))
-    if remaining <= 0:
+    if len(study.get_trials(deepcopy=False, states=FINISHED)) >= cfg.n_trials:
         log.info("study %s already holds %d finished trials", name, cfg.n_trials)
         return study
-    study.optimize(
-        Objective(params, name, parent_run_id, seed),
-        n_trials=remaining,
-        timeout=cfg.timeout_s,
-        catch=(NonFiniteLossError,),
-        callbacks=[optuna.study.MaxTrialsCallback(cfg.n_trials, states=FINISHED)],
-    )
+    objective = Objective(params, name, parent_run_id, seed)
+    deadline = None if cfg.timeout_s is None else time.monotonic() + cfg.timeout_s
+    while _budget_left(study, cfg.n_trials) > 0:
+        if deadline is not None and time.monotonic() >= deadline:
+            log.info("tune.timeout_s reached")
+            break
+        study.optimize(objective, n_trials=1, catch=(NonFiniteLossError, BudgetReached))
+        fail_abandoned_trials(study)
     return study
 
 
@@ -267,10 +331,10 @@ def summarize(study: optuna.Study) -> tuple[dict[str, Any], dict[str, float]]:
         raise ValueError(f"study {study.study_name}: no trial completed (all pruned or failed)")
     best = study.best_trial
     values = np.array([t.value for t in study.get_trials(deepcopy=False, states=(COMPLETE,))])
-    baseline = next(
+    baseline = next(  # the first complete one: a killed worker's attempt failed
         (
             t
-            for t in study.get_trials(deepcopy=False)
+            for t in study.get_trials(deepcopy=False, states=(COMPLETE,))
             if t.params == study.user_attrs.get("baseline_trial", object())
         ),
         None,
@@ -292,7 +356,7 @@ def summarize(study: optuna.Study) -> tuple[dict[str, Any], dict[str, float]]:
         "trial_value_max": float(values.max()),
         "trial_value_std": float(values.std(ddof=1)) if len(values) > 1 else 0.0,
     }
-    if baseline is not None and baseline.state == COMPLETE:
+    if baseline is not None:
         metrics["baseline_valid_acc"] = float(baseline.value)
         metrics["best_minus_baseline"] = float(best.value - baseline.value)
     return document, metrics

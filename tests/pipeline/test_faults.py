@@ -154,3 +154,36 @@ def test_register_killed_mid_alias_move_or_before_validation_is_finished_next_ru
         assert document["version"] == "3" and load_params().registry.model_name == "psr-faults"
     finally:
         params.write_text(original)
+
+
+def test_tune_stage_killed_mid_trial_fails_it_and_retries_its_values(workspace):
+    """A worker killed in trial 2 leaves it RUNNING; the next run marks it FAIL with the reason,
+    trains its values again and finishes exactly ``tune.n_trials`` trials, none repeated."""
+    import optuna
+
+    from pipeline import tuning
+    from pipeline.params import load_params
+
+    killed = _stage(workspace, "tune", failpoint="train.step:8")  # 3 steps a trial
+    assert killed.returncode == KILLED, killed.stderr[-4000:]
+    os.chdir(workspace)
+    try:
+        params = load_params()
+        _, name = tuning.study_for(params)
+        storage = tuning.open_storage(params.tune.storage)
+        study = optuna.load_study(study_name=name, storage=storage)
+        assert [t.state.name for t in study.get_trials()] == ["COMPLETE", "COMPLETE", "RUNNING"]
+
+        _ok(_stage(workspace, "tune"))
+        trials = optuna.load_study(study_name=name, storage=storage).get_trials()
+    finally:
+        os.chdir(REPO)
+    died = trials[2]
+    assert died.state.name == "FAIL"
+    assert "died during the trial" in died.user_attrs["fail_reason"]
+    (retry,) = [t for t in trials if t.user_attrs.get("retry_of") == 2]
+    assert retry.params == died.params and retry.state.name == "COMPLETE"
+    finished = [t for t in trials if t.state in tuning.FINISHED]
+    assert len(finished) == params.tune.n_trials
+    values = [tuple(sorted(t.params.items())) for t in finished]
+    assert len(set(values)) == len(values)
