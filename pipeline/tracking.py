@@ -6,6 +6,11 @@
   ``mlartifacts/`` next to it.
 - One experiment per dataset (``psr-<dataset name>``), one run per stage execution, named after
   the stage and tagged with the git commit, the DVC stage and the data checksum.
+- A locked SQLite database: MLflow waits 20 s for a lock and then fails; the stages wait
+  ``PSR_TRACKING_LOCK_TIMEOUT_S`` (default 120 s; SQLite retries with backoff meanwhile), then
+  fail with one line (:func:`explain_failure`). An unreachable server: MLflow's own HTTP retries
+  with backoff (``MLFLOW_HTTP_REQUEST_MAX_RETRIES``), then the same one line. Training done so
+  far is kept (the train stage resumes), so a rerun logs it without retraining.
 - A stage killed mid-run cannot end its run: every run is tagged with its process, and the next
   stage run marks the RUNNING runs of dead processes KILLED, with the reason.
 - Run-cache: when DVC restores a stage from its run-cache the stage does not run and logs
@@ -63,6 +68,62 @@ def experiment_name(dataset: str) -> str:
     return f"psr-{dataset}"
 
 
+LOCK_TIMEOUT_ENV = "PSR_TRACKING_LOCK_TIMEOUT_S"
+DEFAULT_LOCK_TIMEOUT_S = 120.0
+
+
+def lock_timeout_s() -> float:
+    raw = os.environ.get(LOCK_TIMEOUT_ENV, "")
+    try:
+        return float(raw) if raw else DEFAULT_LOCK_TIMEOUT_S
+    except ValueError:
+        raise ValueError(f"{LOCK_TIMEOUT_ENV}={raw!r}: expected seconds") from None
+
+
+def _wait_for_locks() -> None:
+    """Make every SQLite connection wait :func:`lock_timeout_s` for a lock: set on connect,
+    and MLflow's own ``PRAGMA busy_timeout = 20000`` on each session rewritten."""
+    from sqlalchemy import event
+    from sqlalchemy.engine import Engine
+    from sqlalchemy.pool import Pool
+
+    if not event.contains(Pool, "connect", _on_connect):
+        event.listen(Pool, "connect", _on_connect)
+        event.listen(Engine, "before_cursor_execute", _busy_timeout, retval=True)
+
+
+def _on_connect(dbapi_connection, record):
+    import sqlite3
+
+    if isinstance(dbapi_connection, sqlite3.Connection):
+        dbapi_connection.execute(f"PRAGMA busy_timeout = {int(lock_timeout_s() * 1000)}")
+
+
+def _busy_timeout(conn, cursor, statement, parameters, context, executemany):
+    if statement.lstrip().upper().startswith("PRAGMA BUSY_TIMEOUT"):
+        statement = f"PRAGMA busy_timeout = {int(lock_timeout_s() * 1000)};"
+    return statement, parameters
+
+
+def explain_failure(err: BaseException) -> str:
+    """One line for a tracking failure: what is unavailable and what to do."""
+    uri = mlflow.get_tracking_uri()
+    first = next((line.strip() for line in str(err).splitlines() if line.strip()), repr(err))
+    kept = "training done so far is kept; rerun the stage once it is available"
+    if "database is locked" in first:
+        return (
+            f"the MLflow database {uri} stayed locked for {lock_timeout_s():.0f} s (another "
+            f"process holds it: an open sqlite3 shell, a stuck stage?): {first}; {kept} "
+            f"(or raise {LOCK_TIMEOUT_ENV})"
+        )
+    if any(s in first for s in ("Max retries exceeded", "Connection refused", "Failed to")):
+        return (
+            f"the MLflow server {uri} is not reachable: {first}; start it, or unset "
+            f"MLFLOW_TRACKING_URI to use the local database; {kept}"
+        )
+    return f"MLflow tracking at {uri} failed: {first}; {kept}"
+
+
 def use_experiment(dataset: str) -> str:
     """Point MLflow at :func:`tracking_uri` and the dataset's experiment; return its id.
 
@@ -70,6 +131,7 @@ def use_experiment(dataset: str) -> str:
     a tracking server decides its own artifact store.
     """
     uri = tracking_uri()
+    _wait_for_locks()
     mlflow.set_tracking_uri(uri)
     name = experiment_name(dataset)
     experiment = mlflow.get_experiment_by_name(name)

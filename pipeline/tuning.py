@@ -48,9 +48,13 @@ log = logging.getLogger(__name__)
 
 def open_storage(spec: str | None) -> str | optuna.storages.BaseStorage:
     """``None`` -> SQLite at the repository root; ``journal:<file>`` -> JournalStorage (safe for
-    parallel processes); anything else is an RDB URL (``postgresql://...``)."""
+    parallel processes); anything else is an RDB URL (``postgresql://...``). SQLite waits for
+    a lock as long as the tracking database does (``PSR_TRACKING_LOCK_TIMEOUT_S``)."""
     if spec is None:
-        return f"sqlite:///{shared_root() / 'optuna.db'}"
+        spec = f"sqlite:///{shared_root() / 'optuna.db'}"
+    if spec.startswith("sqlite:"):
+        connect = {"timeout": tracking.lock_timeout_s()}
+        return optuna.storages.RDBStorage(spec, engine_kwargs={"connect_args": connect})
     if spec.startswith("journal:"):
         from optuna.storages.journal import JournalFileBackend, JournalStorage
 

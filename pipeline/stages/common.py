@@ -1,7 +1,8 @@
 """What every stage module shares: logging and the error contract.
 
 A stage is ``python -m pipeline.stages.<name>``: it validates ``params.yaml``, does one job and
-exits 0, or prints a one-line reason and exits 2 for bad input (ValueError, FileNotFoundError).
+exits 0, or prints a one-line reason and exits 2 for bad input (ValueError, FileNotFoundError)
+or 3 when MLflow tracking is unavailable (a locked database, a server that is down).
 """
 
 from __future__ import annotations
@@ -24,8 +25,18 @@ def stage_main(stage: str, job: Callable[[Params], None]) -> Callable[[], int]:
         )
         for noisy in ("alembic", "urllib3", "matplotlib", "PIL"):
             logging.getLogger(noisy).setLevel(logging.WARNING)
+        # it logs each database error with its traceback; the user gets one line instead
+        logging.getLogger("mlflow.store.db.utils").setLevel(logging.CRITICAL)
+        from mlflow.exceptions import MlflowException
+        from sqlalchemy.exc import OperationalError
+
+        from pipeline.tracking import explain_failure
+
         try:
             job(load_params())
+        except (MlflowException, OperationalError) as err:
+            print(f"stage {stage}: error: {explain_failure(err)}", file=sys.stderr)
+            return 3
         except (ValueError, FileNotFoundError) as err:
             print(f"stage {stage}: error: {err}", file=sys.stderr)
             return 2

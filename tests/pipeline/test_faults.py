@@ -20,10 +20,13 @@ REPO = Path(__file__).resolve().parents[2]
 KILLED = -signal.SIGKILL
 
 
-def _stage(root: Path, *command: str, failpoint: str | None = None) -> subprocess.CompletedProcess:
+def _stage(
+    root: Path, *command: str, failpoint: str | None = None, **env_vars: str
+) -> subprocess.CompletedProcess:
     """``python -m pipeline.stages.<command>`` in ``root``, killed at ``failpoint`` if given."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "PSR_"))}
     env.update(PYTHONPATH=str(REPO), OMP_NUM_THREADS="1", NO_ALBUMENTATIONS_UPDATE="1")
+    env.update(env_vars)
     if failpoint:
         env["PSR_FAILPOINT"] = failpoint
     return subprocess.run(
@@ -187,3 +190,109 @@ def test_tune_stage_killed_mid_trial_fails_it_and_retries_its_values(workspace):
     assert len(finished) == params.tune.n_trials
     values = [tuple(sorted(t.params.items())) for t in finished]
     assert len(set(values)) == len(values)
+
+
+class _Lock:
+    """An exclusive lock on a SQLite file, held by a thread until :meth:`release`."""
+
+    def __init__(self, db: Path):
+        import threading
+
+        self.db, self.taken, self.done = db, threading.Event(), threading.Event()
+        self.thread = threading.Thread(target=self._hold, daemon=True)
+        self.thread.start()
+        assert self.taken.wait(30)
+
+    def _hold(self) -> None:
+        import sqlite3
+
+        connection = sqlite3.connect(self.db, isolation_level=None)
+        connection.execute("BEGIN EXCLUSIVE")
+        self.taken.set()
+        self.done.wait(600)
+        connection.execute("COMMIT")
+        connection.close()
+
+    def release(self) -> None:
+        self.done.set()
+        self.thread.join(30)
+
+
+def _one_line_error(result: subprocess.CompletedProcess, stage: str) -> str:
+    assert result.returncode == 3, result.stderr[-4000:]
+    assert "Traceback" not in result.stderr, result.stderr[-4000:]
+    (line,) = [x for x in result.stderr.splitlines() if x.startswith(f"stage {stage}: error:")]
+    return line
+
+
+def test_a_locked_tracking_database_is_waited_for_then_named_in_one_line(workspace):
+    """A lock shorter than ``PSR_TRACKING_LOCK_TIMEOUT_S`` is waited out; a longer one ends the
+    stage with one line that names the database and what to do."""
+    import threading
+
+    db = workspace / "mlflow.db"
+    lock = _Lock(db)
+    threading.Timer(4, lock.release).start()
+    _ok(_stage(workspace, "priors", PSR_TRACKING_LOCK_TIMEOUT_S="60"))  # waited ~4 s
+    assert lock.done.is_set()
+
+    lock = _Lock(db)
+    try:
+        failed = _stage(workspace, "priors", PSR_TRACKING_LOCK_TIMEOUT_S="1")
+    finally:
+        lock.release()
+    line = _one_line_error(failed, "priors")
+    assert f"the MLflow database sqlite:///{db} stayed locked for 1 s" in line
+    assert "PSR_TRACKING_LOCK_TIMEOUT_S" in line
+
+
+def test_training_survives_a_tracking_database_locked_mid_run(workspace):
+    """The database locked after epoch 1: the stage stops with one line, keeping its training;
+    the rerun continues it and ends bit-identical to an uninterrupted run."""
+    import time
+
+    best, last = workspace / "models/psr/best.pt", workspace / "models/resume/train/last.pt"
+    _ok(_stage(workspace, "train"))
+    reference = _tensors(best)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "PSR_"))}
+    env.update(PYTHONPATH=str(REPO), OMP_NUM_THREADS="1", NO_ALBUMENTATIONS_UPDATE="1")
+    env["PSR_TRACKING_LOCK_TIMEOUT_S"] = "1"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "pipeline.stages.train"],
+        cwd=workspace,
+        env=env,
+        stderr=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        text=True,
+    )
+    deadline = time.monotonic() + 300
+    while not last.is_file() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    lock = _Lock(workspace / "mlflow.db")
+    try:
+        stderr = process.communicate(timeout=300)[1]
+    finally:
+        lock.release()
+    result = subprocess.CompletedProcess(process.args, process.returncode, "", stderr)
+    assert "stayed locked" in _one_line_error(result, "train")
+    assert last.is_file()  # the training so far
+
+    resumed = _ok(_stage(workspace, "train"))
+    assert "resuming models/resume/train/last.pt after epoch" in resumed.stderr
+    assert _same(reference, _tensors(best))
+
+
+def test_an_unreachable_tracking_server_is_named_in_one_line(workspace):
+    import socket
+
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    failed = _stage(
+        workspace,
+        "priors",
+        MLFLOW_TRACKING_URI=f"http://127.0.0.1:{port}",
+        MLFLOW_HTTP_REQUEST_MAX_RETRIES="0",
+    )
+    line = _one_line_error(failed, "priors")
+    assert f"the MLflow server http://127.0.0.1:{port} is not reachable" in line
