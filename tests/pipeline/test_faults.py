@@ -296,3 +296,41 @@ def test_an_unreachable_tracking_server_is_named_in_one_line(workspace):
     )
     line = _one_line_error(failed, "priors")
     assert f"the MLflow server http://127.0.0.1:{port} is not reachable" in line
+
+
+def test_a_stage_dies_with_the_process_that_started_it(workspace, tmp_path):
+    """SIGKILL to the parent (what killing ``dvc repro`` does): the stage goes too, so it can
+    never rewrite outputs behind the next run's back."""
+    import time
+
+    pid_file = tmp_path / "stage.pid"
+    parent_code = (
+        "import subprocess, sys, time\n"
+        "child = subprocess.Popen([sys.executable, '-m', 'pipeline.stages.train'])\n"
+        f"open({str(pid_file)!r}, 'w').write(str(child.pid))\n"
+        "time.sleep(600)\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "PSR_"))}
+    env.update(PYTHONPATH=str(REPO), OMP_NUM_THREADS="1", NO_ALBUMENTATIONS_UPDATE="1")
+    parent = subprocess.Popen(
+        [sys.executable, "-c", parent_code], cwd=workspace, env=env, stderr=subprocess.DEVNULL
+    )
+    deadline = time.monotonic() + 60
+    while not (pid_file.is_file() and pid_file.read_text()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    child = int(pid_file.read_text())
+    time.sleep(3)  # the stage is running (importing, training)
+    assert _running(child)
+    parent.kill()
+    parent.wait()
+    while _running(child) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not _running(child), "the stage outlived its parent"
+
+
+def _running(pid: int) -> bool:
+    """Alive and not a zombie waiting to be reaped."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
