@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from psr.data.decode import read_image
 from psr.data.transforms import eval_transform
 from psr.detect import DETECT_MAX_SIDE, Box, FaceDetector, create_detector, crop_face, to_rgb
 from psr.evaluate import predict_batch
@@ -82,25 +83,6 @@ class FrameResult:
 
     frame: Frame | None
     records: list[FaceRecord]
-
-
-def read_image(path: str | Path) -> np.ndarray:
-    """Decode an image file to RGB uint8 ``[H, W, 3]`` (gray, RGBA and 16-bit converted; EXIF
-    orientation applied). Raises ValueError naming the file when it is not a readable image."""
-    path = Path(path)
-    try:
-        data = np.fromfile(path, dtype=np.uint8)
-    except OSError as err:
-        raise ValueError(f"{path}: cannot read the file ({err.strerror or err})") from err
-    if data.size == 0:
-        raise ValueError(f"{path}: empty file")
-    image = cv2.imdecode(data, cv2.IMREAD_COLOR)  # -> BGR uint8, whatever the stored format
-    if image is None:
-        raise ValueError(
-            f"{path}: not a readable image (unsupported format, corrupt, or over OpenCV's "
-            "limit of 2^30 pixels)"
-        )
-    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
 
 
 def read_video(path: str | Path, every: int = 30) -> Iterator[Frame]:

@@ -143,12 +143,15 @@ def crop_box(
 def read_image_file(ref: ImageFile) -> np.ndarray:
     """Decode an image file to RGB uint8 ``[H, W, 3]`` (cropped to its face box, if any)."""
     where = ref.path if ref.listed_at is None else f"{ref.path} ({ref.listed_at})"
+    from psr.data.decode import read_image
+
     if not Path(ref.path).is_file():
         raise BadImage(f"{where}: image file is missing")
-    bgr = cv2.imread(ref.path, cv2.IMREAD_COLOR)
-    if bgr is None:
-        raise BadImage(f"{where}: cannot decode image (corrupt or not an image)")
-    rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+    try:
+        rgb = read_image(ref.path)
+    except ValueError as err:
+        reason = str(err).removeprefix(f"{ref.path}: ")
+        raise BadImage(f"{where}: {reason}") from None
     if ref.box is not None:
         rgb = crop_box(rgb, ref.box, ref.margin, where)
     return rgb

@@ -117,16 +117,23 @@ def test_corrupt_and_missing_images_are_skipped_and_reported(tmp_path, raw):
     aligned = tmp_path / "raf" / "Image" / "aligned"
     (aligned / "train_00003_aligned.jpg").write_bytes(b"not a jpeg")
     (aligned / "test_0002_aligned.jpg").unlink()
+    half = aligned / "train_00005_aligned.jpg"  # truncated: decodes half grey if lenient
+    half.write_bytes(half.read_bytes()[: half.stat().st_size // 2])
     cfg = PrepareConfig(
         dataset="rafdb", source=tmp_path / "raf", workers=0, progress=False, max_bad_fraction=0.02
     )
     root = prepare(cfg, tmp_path / "p")
     manifest = read_manifest(root)
     reasons = {s["source"].rsplit("/", 1)[1]: s["reason"] for s in manifest["skipped"]}
-    assert set(reasons) == {"train_00003_aligned.jpg", "test_0002_aligned.jpg"}
-    assert "cannot decode image" in reasons["train_00003_aligned.jpg"]
+    assert set(reasons) == {
+        "train_00003_aligned.jpg",
+        "test_0002_aligned.jpg",
+        "train_00005_aligned.jpg",
+    }
+    assert "not a readable image (truncated" in reasons["train_00003_aligned.jpg"]
+    assert "not a readable image (truncated" in reasons["train_00005_aligned.jpg"]
     assert "image file is missing" in reasons["test_0002_aligned.jpg"]
-    assert sum(v["count"] for v in manifest["splits"].values()) == 152
+    assert sum(v["count"] for v in manifest["splits"].values()) == 151
     test = load_split(root, "test")
     assert len(test) == 13 and "test_0002" not in test.ids.tolist()
     assert len(test.images) == 13
