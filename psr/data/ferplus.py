@@ -62,12 +62,40 @@ class FerPlusLabels:
 
 
 def read_votes(path: str | Path) -> FerPlusVotes:
-    """Read and validate fer2013new.csv (exact header, 12 fields, non-negative integer votes)."""
+    """Read and validate fer2013new.csv (exact header, 12 fields, non-negative integer votes,
+    every row where its ``Image name`` says: :mod:`psr.data.ferplus_names`)."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"FER+ vote file not found: {path}")
+    try:
+        table = _read_votes(path)
+    except UnicodeDecodeError as err:
+        raise ValueError(
+            f"{path}: not a UTF-8 text CSV (byte {err.start}: {err.reason}); expected "
+            "Microsoft's fer2013new.csv"
+        ) from None
+    check_image_names(table)
+    return table
+
+
+def check_image_names(table: FerPlusVotes) -> None:
+    """Every named row is the row of its image: rows that moved label the wrong faces."""
+    from psr.data.ferplus_names import expected_names, name_of
+
+    expected = expected_names(len(table))
+    for row, name in enumerate(table.names.tolist()):
+        want = name_of(row) if expected is None else expected[row]
+        if name != want and (name or expected is not None):
+            raise ValueError(
+                f"{table.path} line {row + 2}: Image name {name!r} where row {row} of "
+                f"fer2013.csv needs {want!r}: vote rows are shifted or reordered (each row must "
+                "label the fer2013.csv row of the same index)"
+            )
+
+
+def _read_votes(path: Path) -> FerPlusVotes:
     usage, names, votes = [], [], []
-    with path.open(newline="") as f:
+    with path.open(newline="", encoding="utf-8") as f:
         reader = csv.reader(f)
         header = next(reader, None)
         if header is None:

@@ -276,3 +276,35 @@ def test_every_mode_gives_distributions(mode, tmp_path, raw):
     _, records = _read_all(tmp_path, vote_mode=mode)
     for r in records:
         assert abs(sum(r.target) - 1) < 1e-9 and r.label == int(np.argmax(r.target))
+
+
+def test_vote_rows_moved_inside_a_usage_block_are_caught_by_their_image_names(tmp_path, raw):
+    """Same Usage pattern, so only the names show that rows 0 and 1 (both Training) swapped."""
+    usages, votes, names = raw.small_fer_votes()
+    order = [1, 0, *range(2, 12)]
+    _, vote_file, _ = raw.write_fer_pair(
+        tmp_path, usages, [votes[i] for i in order], [names[i] for i in order]
+    )
+    with pytest.raises(ValueError, match=r"line 2: Image name 'fer0000001.png' where row 0 .*"):
+        read_votes(vote_file)
+
+
+def test_a_vote_file_of_random_bytes_is_named(tmp_path):
+    path = tmp_path / "fer2013new.csv"
+    path.write_bytes(bytes(np.random.default_rng(0).integers(0, 256, 4000, dtype=np.uint8)))
+    with pytest.raises(ValueError, match=f"{path}: not a UTF-8 text CSV"):
+        read_votes(path)
+
+
+@needs_real
+def test_the_real_files_names_are_the_shipped_ones_and_a_moved_row_is_caught(tmp_path):
+    from psr.data import ferplus_names
+
+    names = ferplus_names._column(REAL_VOTES)
+    assert ferplus_names.microsoft_names() == tuple(names)
+    lines = REAL_VOTES.read_text().splitlines()
+    moved = lines[:101] + lines[102:2001] + [lines[101]] + lines[2001:]  # row 100 -> row 1999
+    path = tmp_path / "fer2013new.csv"
+    path.write_text("\n".join(moved) + "\n")
+    with pytest.raises(ValueError, match="line 102: Image name 'fer0000100.png' where row 100 .* needs 'fer0000099.png'"):
+        read_votes(path)
