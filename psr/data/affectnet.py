@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from psr.data.labels import class_names
-from psr.data.records import DatasetSource, ImageFile, Record, Skipped
+from psr.data.records import DatasetSource, ImageFile, Record, Skipped, no_training_images
 from psr.data.splits import carve_validation, describe
 
 COLUMNS = (
@@ -190,7 +190,9 @@ def _source(
 ) -> DatasetSource:
     """Carve validation from train and describe the protocol."""
     if not carve_validation(items, *split_args):
-        raise ValueError(f"no AffectNet training images with codes 0..{len(names) - 1} found")
+        skipped = [item for item in items if isinstance(item, Skipped)]
+        what = f"AffectNet training images with codes 0..{len(names) - 1}"
+        raise no_training_images(what, skipped)
     return DatasetSource(
         dataset="affectnet",
         class_names=names,

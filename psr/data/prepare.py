@@ -34,7 +34,15 @@ from psr.data.prepared import (
     write_manifest,
 )
 from psr.data.rafdb import open_rafdb
-from psr.data.records import BadImage, DatasetSource, ImageRef, Record, Skipped, load_images
+from psr.data.records import (
+    BadImage,
+    DatasetSource,
+    ImageRef,
+    Record,
+    Skipped,
+    load_images,
+    no_training_images,
+)
 from psr.data.sources import check_source
 from psr.fileio import atomic_directory
 
@@ -170,7 +178,7 @@ def _collect(
     if unknown:
         raise ValueError(f"reader produced unknown split(s) {sorted(unknown)}")
     if not grouped.get("train"):
-        raise ValueError("the source has no training images")
+        raise no_training_images("training images in the source", skipped)
     return {s: grouped[s] for s in SPLITS if grouped.get(s)}, skipped
 
 

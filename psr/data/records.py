@@ -85,6 +85,17 @@ class DatasetSource:
     files: dict[str, str] = field(default_factory=dict)
 
 
+def no_training_images(what: str, skipped: Iterable[Skipped]) -> ValueError:
+    """The error for a source without a usable training image, listing why its rows were
+    rejected (every box negative, every file missing) when it had some."""
+    rejected = [s.reason for s in skipped if s.split == "train"]
+    if not rejected:
+        return ValueError(f"no {what} found")
+    shown = "\n  ".join(rejected[:10])
+    more = f"\n  ... and {len(rejected) - 10} more" if len(rejected) > 10 else ""
+    return ValueError(f"no usable {what}: all {len(rejected)} were rejected:\n  {shown}{more}")
+
+
 class BadImage(ValueError):
     """An image that cannot be loaded (missing, corrupt, wrong size): skipped and reported."""
 

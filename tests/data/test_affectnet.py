@@ -62,6 +62,20 @@ def test_negative_box_is_skipped_with_file_and_line(tmp_path, raw):
     assert skipped.source.endswith("0/neg.jpg")
 
 
+def test_every_box_negative_names_the_boxes_not_just_no_images(tmp_path, raw):
+    from psr.data.prepare import PrepareConfig, prepare
+
+    rows = [(f"0/n{i}.jpg", (5, 5, -3, 20), i % 3) for i in range(12)]
+    raw.write_affectnet(tmp_path / "a", rows, _rows([0], "v"))
+    cfg = PrepareConfig(dataset="affectnet", source=tmp_path / "a", workers=0, progress=False)
+    with pytest.raises(ValueError) as err:
+        prepare(cfg, tmp_path / "p")
+    message = str(err.value)
+    assert "no usable AffectNet training images with codes 0..7: all 12 were rejected" in message
+    assert "training.csv line 2" in message and "(5, 5, -3, 20) has a non-positive size" in message
+    assert "... and 2 more" in message
+
+
 def test_box_outside_the_image_is_a_bad_image_with_file_and_line(tmp_path, raw):
     rows = [*_rows([0]), ("0/out.jpg", (500, 10, 20, 20), 2)]
     raw.write_affectnet(tmp_path, rows, _rows([0], "v"))

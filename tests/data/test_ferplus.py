@@ -306,5 +306,8 @@ def test_the_real_files_names_are_the_shipped_ones_and_a_moved_row_is_caught(tmp
     moved = lines[:101] + lines[102:2001] + [lines[101]] + lines[2001:]  # row 100 -> row 1999
     path = tmp_path / "fer2013new.csv"
     path.write_text("\n".join(moved) + "\n")
-    with pytest.raises(ValueError, match="line 102: Image name 'fer0000100.png' where row 100 .* needs 'fer0000099.png'"):
+    with pytest.raises(
+        ValueError,
+        match="line 102: Image name 'fer0000100.png' where row 100 .* needs 'fer0000099.png'",
+    ):
         read_votes(path)
