@@ -308,6 +308,6 @@ def test_the_real_files_names_are_the_shipped_ones_and_a_moved_row_is_caught(tmp
     path.write_text("\n".join(moved) + "\n")
     with pytest.raises(
         ValueError,
-        match="line 102: Image name 'fer0000100.png' where row 100 .* needs 'fer0000099.png'",
+        match=r"line 102: Image name 'fer0000100\.png' where row 100 .* needs 'fer0000099\.png'",
     ):
         read_votes(path)
