@@ -33,6 +33,7 @@ from prefect.logging import get_run_logger
 from pipeline.paths import PARAMS_FILE, REGISTRY_FILE, report_dir
 
 STAGES: tuple[str, ...] = (
+    "validate",
     "download",
     "prepare",
     "priors",

@@ -6,10 +6,14 @@ model (``prepare``, ``priors``, ``sr_pretrain``, ``evaluate``: the configs of :m
 :class:`SynthConfig`); the pipeline's own sections (download, tune, register) are defined here.
 Every model forbids unknown keys, so a typo is an error that names the key
 (``params.yaml: train.phase1.lr: Extra inputs are not permitted``), never a silent default.
+Types are strict: ``epochs: true`` or ``batch_size: "32"`` are errors, not 1 and 32 (numbers
+may be written ``1e-3``: YAML 1.2 floats, as DVC reads them).
 """
 
 from __future__ import annotations
 
+import json
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -206,10 +210,25 @@ def parse_params(data: Mapping[str, Any], source: str = str(PARAMS_FILE)) -> Par
     """Validate a parsed ``params.yaml``; errors name every bad key (``train.batch_size``)."""
     if not isinstance(data, Mapping):
         raise ValueError(f"{source}: expected a mapping of sections, got {type(data).__name__}")
-    try:
-        return Params.model_validate(dict(data))
+    try:  # JSON mode: strict types, but strings for paths and literals, ints for floats
+        return Params.model_validate_json(json.dumps(dict(data), default=str), strict=True)
     except ValidationError as err:
         raise ValueError(format_errors(err, source)) from None
+
+
+class _Loader(yaml.SafeLoader):
+    """PyYAML with YAML 1.2 floats: ``1e-3`` is a number (YAML 1.1 reads it as a string)."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)[eE][-+]?[0-9]+$"),
+    list("-+0123456789."),
+)
+
+
+def read_yaml(text: str) -> Any:
+    return yaml.load(text, Loader=_Loader)  # a SafeLoader: no arbitrary objects
 
 
 def load_params(path: str | Path = PARAMS_FILE) -> Params:
@@ -218,7 +237,7 @@ def load_params(path: str | Path = PARAMS_FILE) -> Params:
     if not path.is_file():
         raise FileNotFoundError(f"parameter file not found: {path.resolve()}")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = read_yaml(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as err:
         raise ValueError(f"{path}: not valid YAML: {err}") from None
     return parse_params(data or {}, str(path))

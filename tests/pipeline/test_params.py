@@ -126,3 +126,29 @@ def test_missing_file_and_bad_yaml(tmp_path):
     bad.write_text("train: [unclosed\n")
     with pytest.raises(ValueError, match=r"not valid YAML"):
         load_params(bad)
+
+
+@pytest.mark.parametrize(
+    ("path", "value", "message"),
+    [
+        (["train", "phase1", "epochs"], True, "train.phase1.epochs: Input should be a valid int"),
+        (["train", "batch_size"], "32", "train.batch_size: Input should be a valid integer"),
+        (["evaluate", "tta"], 1, "evaluate.tta: Input should be a valid boolean"),
+        (["model", "width"], "0.5", "model.width: Input should be a valid number"),
+    ],
+)
+def test_types_are_strict(data, path, value, message):
+    """YAML's ``true`` is not 1 epoch, nor a quoted number a number."""
+    node = data
+    for key in path[:-1]:
+        node = node[key]
+    node[path[-1]] = value
+    with pytest.raises(ValueError, match=message):
+        parse_params(data, "params.yaml")
+
+
+def test_exponent_floats_are_numbers(tmp_path):
+    text = PARAMS.read_text().replace("lrs: [0.0003,", "lrs: [3e-4,", 1)
+    assert "3e-4" in text
+    (tmp_path / "params.yaml").write_text(text)
+    assert load_params(tmp_path / "params.yaml").train.phase1.lrs[0] == 3e-4
