@@ -189,7 +189,8 @@ def log_pyfunc(checkpoint: Path, example: np.ndarray) -> mlflow.models.model.Mod
 
     predictor = Predictor.from_checkpoint(checkpoint, detect=False)
     signature = ModelSignature(
-        inputs=Schema([TensorSpec(np.dtype(np.uint8), (-1, -1, -1, -1))]),
+        # float64, not uint8: see pipeline/pyfunc.py (MLflow casts requests to this type)
+        inputs=Schema([TensorSpec(np.dtype(np.float64), (-1, -1, -1, -1))]),
         outputs=Schema([ColSpec("double", name) for name in predictor.class_names]),
     )
     return mlflow.pyfunc.log_model(

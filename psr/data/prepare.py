@@ -44,6 +44,7 @@ from psr.data.records import (
     no_training_images,
 )
 from psr.data.sources import check_source
+from psr.faults import failpoint
 from psr.fileio import atomic_directory
 
 log = logging.getLogger(__name__)
@@ -207,6 +208,7 @@ def _decode(
         for split, count, failures in _run(tasks, workers):
             bad[split].extend(failures)
             bar.update(count)
+            failpoint("prepare.chunk_decoded")
     for failures in bad.values():
         for _, reason in failures:
             log.warning("skipped: %s", reason)

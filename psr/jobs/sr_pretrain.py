@@ -35,6 +35,7 @@ from psr.data.torch_dataset import FERDataset
 from psr.data.transforms import IMAGENET_MEAN, IMAGENET_STD, eval_transform
 from psr.device import resolve_device
 from psr.engine.loop import seed_everything
+from psr.faults import failpoint
 from psr.fileio import atomic_write, write_json
 from psr.jobs.history import HISTORY_FILE, METRICS_FILE, HistoryFile, write_history
 from psr.models import build_sr
@@ -199,6 +200,7 @@ def pretrain(
         loss.backward()
         optimizer.step()
         scheduler.step()
+        failpoint("sr_pretrain.step")
         total, count = total + loss.item(), count + 1
         if step % cfg.valid_every and step != cfg.steps:
             continue

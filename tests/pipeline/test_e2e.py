@@ -283,6 +283,28 @@ def test_second_repro_does_nothing(pipeline_repo: PipelineRepo):
     assert sum(len(v) for v in stage_runs(pipeline_repo).values()) == before
 
 
+def test_a_misspelled_section_fails_repro_instead_of_up_to_date(pipeline_repo: PipelineRepo):
+    """No stage tracks ``evalaute``; the validate stage tracks the whole file."""
+    params = pipeline_repo.root / "params.yaml"
+    original = params.read_text()
+    params.write_text(original + "evalaute:\n  tta: false\n")
+    try:
+        result = subprocess.run(
+            [str(BIN / "dvc"), "repro"],
+            cwd=pipeline_repo.root,
+            env=clean_env(),
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+    finally:
+        params.write_text(original)
+    assert result.returncode != 0
+    assert "params.yaml: evalaute: Extra inputs are not permitted" in result.stderr
+    assert "Running stage 'validate'" in result.stdout
+    run([str(BIN / "dvc"), "repro", "validate"], pipeline_repo.root, timeout=300)
+
+
 def test_run_cache_restore_keeps_run_ids_and_reregisters(pipeline_repo: PipelineRepo):
     """Without dvc.lock every tracked stage is restored from the run-cache (no new runs; the
     restored records still name existing runs); register, kept out of the run-cache, runs again
@@ -469,6 +491,27 @@ def test_served_champion_answers_http(pipeline_repo: PipelineRepo, tmp_path, mon
             text=True,
             timeout=120,
         )
+        bad = {  # payload -> what the 400 must say
+            "floats": ((images / 255.0).tolist(), "multiply by 255"),
+            "two channels": (np.zeros((1, 8, 8, 2)).tolist(), "got shape [1, 8, 8, 2]"),
+            "too large": (np.zeros((65, 512, 512, 1), np.uint8).tolist(), "pixels per request"),
+        }
+        answers = {
+            name: requests.post(
+                f"http://127.0.0.1:{port}/invocations", json={"inputs": payload}, timeout=300
+            )
+            for name, (payload, _) in bad.items()
+        }
+        again = requests.post(  # still serving
+            f"http://127.0.0.1:{port}/invocations", json={"inputs": images.tolist()}, timeout=120
+        )
+    for name, (_, message) in bad.items():
+        answer = answers[name]
+        assert answer.status_code == 400, (name, answer.text[:2000])
+        assert message in answer.json()["message"], (name, answer.text[:2000])
+        assert "Traceback" not in answer.text and "site-packages" not in answer.text, name
+        assert str(root) not in answer.text, name
+    assert again.status_code == 200 and again.json() == response.json()
     assert response.status_code == 200, response.text
     assert len(json.loads(readme.stdout)["predictions"]) == 1, readme.stdout
     rows = response.json()["predictions"]

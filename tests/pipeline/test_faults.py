@@ -334,3 +334,28 @@ def _running(pid: int) -> bool:
         return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0] != "Z"
     except FileNotFoundError:
         return False
+
+
+def test_prepare_and_sr_pretrain_killed_keep_their_outputs_and_rerun_identically(workspace):
+    """A kill mid-decode or mid-training leaves the previous outputs as they were; the rerun
+    deletes the killed writer's hidden folder and writes the same bytes."""
+    import json
+
+    prepared = workspace / "data/prepared/tiny"
+    before = json.loads((prepared / "manifest.json").read_text())["checksums"]
+    killed = _stage(workspace, "prepare", failpoint="prepare.chunk_decoded")
+    assert killed.returncode == KILLED, killed.stderr[-4000:]
+    assert json.loads((prepared / "manifest.json").read_text())["checksums"] == before
+    assert [p.name for p in prepared.parent.iterdir() if p.name.startswith(".tiny.tmp-")]
+    _ok(_stage(workspace, "prepare"))
+    assert json.loads((prepared / "manifest.json").read_text())["checksums"] == before
+    assert sorted(p.name for p in prepared.parent.iterdir()) == ["tiny"]
+
+    weights = workspace / "models/sr/sr_x2.pt"
+    _ok(_stage(workspace, "sr_pretrain"))  # in a process like the ones below (threads)
+    reference = _tensors(weights)
+    killed = _stage(workspace, "sr_pretrain", failpoint="sr_pretrain.step:2")
+    assert killed.returncode == KILLED, killed.stderr[-4000:]
+    assert _same(reference, _tensors(weights))
+    _ok(_stage(workspace, "sr_pretrain"))
+    assert _same(reference, _tensors(weights))

@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 
 from pipeline.params import RegisterParams
-from pipeline.pyfunc import as_images
+from pipeline.pyfunc import BadInput, as_images
 from pipeline.stages.register import decide
 
 
@@ -63,9 +63,17 @@ def test_pyfunc_inputs():
     gray = np.zeros((2, 5, 6), dtype=np.uint8)
     assert as_images(gray).shape == (2, 5, 6, 1)
     assert as_images(np.ones((1, 4, 4, 3), dtype=np.int64)).dtype == np.uint8
-    with pytest.raises(ValueError, match="C in"):
-        as_images(np.zeros((1, 4, 4, 2), dtype=np.uint8))
-    with pytest.raises(ValueError, match=r"0\.\.255"):
-        as_images(np.full((1, 4, 4, 1), 300))
-    with pytest.raises(ValueError, match="tensor input"):
-        as_images(pd.DataFrame({"a": [1]}))
+    assert as_images(np.full((1, 4, 4, 3), 7.0)).tolist() == np.full((1, 4, 4, 3), 7).tolist()
+    for bad, message in (
+        (np.zeros((1, 4, 4, 2), dtype=np.uint8), r"got shape \[1, 4, 4, 2\]; expected .*C in"),
+        (np.full((1, 4, 4, 1), 300), r"pixel values span 300\.\.300"),
+        (np.full((1, 4, 4, 3), 0.5), r"not integers \(0\.\.1 floats: multiply by 255\)"),
+        (np.full((1, 4, 4, 3), 3.5), r"not integers; expected"),
+        (np.zeros((0, 4, 4, 3)), r"got shape \[0, 4, 4, 3\]"),
+        (np.array([[[[1, 2, 3]]]], dtype=object), "got object values"),
+        ([np.zeros((2, 2, 3)).tolist(), np.zeros((3, 3, 3)).tolist()], "different sizes"),
+        (np.zeros((65, 512, 512, 1), dtype=np.uint8), "exceed 16777216 pixels per request"),
+        (pd.DataFrame({"a": [1]}), "got a table"),
+    ):
+        with pytest.raises(BadInput, match=message):
+            as_images(bad)
