@@ -7,10 +7,11 @@ by ``psr.inference.Predictor``. Input: images ``[N, H, W, C]`` of integer pixel 
 in all). Output: a DataFrame of class probabilities with one column per class name, in the
 model's class order.
 
-The signature declares float64 pixels, not uint8: MLflow casts a request to the signature's
-type before the model sees it, and a cast to uint8 would turn floats in 0..1 into a black
-image. Every bad input is an ``INVALID_PARAMETER_VALUE`` error (HTTP 400) that says what was
-expected, never a traceback.
+The logged signature declares the outputs only: MLflow casts a request to a declared input
+type before the model sees it (a cast to uint8 turns floats in 0..1 into a black image, and
+any other type refuses the uint8 arrays Python callers pass), so :func:`as_images` checks the
+input instead. Every bad input is an ``INVALID_PARAMETER_VALUE`` error (HTTP 400) that says
+what was expected, never a traceback.
 """
 
 from __future__ import annotations

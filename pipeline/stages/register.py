@@ -1,6 +1,6 @@
 """Stage ``register``: the trained model into the MLflow model registry, behind a champion gate.
 
-1. Log ``models/psr/best.pt`` as a pyfunc model (``pipeline/pyfunc.py``; numpy signature and
+1. Log ``models/psr/best.pt`` as a pyfunc model (``pipeline/pyfunc.py``; output signature and
    input example) in this stage's run and register it as a new version of
    ``register.model_name``, tagged with its test metric, dataset and source runs.
 2. Load the new version back from the registry and check that its predictions on a sample of
@@ -183,14 +183,14 @@ def sample_images(params: Params) -> np.ndarray:
 def log_pyfunc(checkpoint: Path, example: np.ndarray) -> mlflow.models.model.ModelInfo:
     """Log the checkpoint as a pyfunc model in the active run (name ``model``)."""
     from mlflow.models import ModelSignature
-    from mlflow.types.schema import ColSpec, Schema, TensorSpec
+    from mlflow.types.schema import ColSpec, Schema
 
     from psr.inference import Predictor
 
     predictor = Predictor.from_checkpoint(checkpoint, detect=False)
     signature = ModelSignature(
-        # float64, not uint8: see pipeline/pyfunc.py (MLflow casts requests to this type)
-        inputs=Schema([TensorSpec(np.dtype(np.float64), (-1, -1, -1, -1))]),
+        # no input schema: MLflow would cast requests to it (see pipeline/pyfunc.py)
+        inputs=None,
         outputs=Schema([ColSpec("double", name) for name in predictor.class_names]),
     )
     return mlflow.pyfunc.log_model(
