@@ -52,8 +52,8 @@ def read_file_list(path: str | Path) -> Iterator[tuple[int, str, tuple[int, int,
     with path.open(newline="") as f:
         rows = csv.reader(f)
         first = next(rows, None)
-        if first is None:
-            raise ValueError(f"{path} is empty")
+        if not first:
+            raise ValueError(f"{path} line 1 is empty (expected the header {','.join(COLUMNS)})")
         if first[0].strip() == COLUMNS[0]:
             if tuple(h.strip() for h in first) != COLUMNS:  # rows are read by position
                 missing = [c for c in COLUMNS if c not in [h.strip() for h in first]]
@@ -78,7 +78,7 @@ def read_file_list(path: str | Path) -> Iterator[tuple[int, str, tuple[int, int,
             try:
                 box = tuple(int(float(v)) for v in row[1:5])
                 code = int(row[6])
-            except ValueError:
+            except (ValueError, OverflowError):  # int(float("inf")) overflows
                 raise ValueError(
                     f"{path} line {line}: face box {row[1:5]} or expression {row[6]!r}"
                     " is not a number"
