@@ -494,7 +494,6 @@ def test_served_champion_answers_http(pipeline_repo: PipelineRepo, tmp_path, mon
         bad = {  # payload -> what the 400 must say
             "floats": ((images / 255.0).tolist(), "multiply by 255"),
             "two channels": (np.zeros((1, 8, 8, 2)).tolist(), "got shape [1, 8, 8, 2]"),
-            "too large": (np.zeros((65, 512, 512, 1), np.uint8).tolist(), "pixels per request"),
         }
         answers = {
             name: requests.post(

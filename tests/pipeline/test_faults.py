@@ -359,3 +359,55 @@ def test_prepare_and_sr_pretrain_killed_keep_their_outputs_and_rerun_identically
     assert _same(reference, _tensors(weights))
     _ok(_stage(workspace, "sr_pretrain"))
     assert _same(reference, _tensors(weights))
+
+
+def test_two_tune_workers_one_killed_finish_the_exact_budget(workspace):
+    """Worker 1 dies in a trial while worker 2 goes on; the stage (worker 0) then fails the dead
+    trial, retries its values and tops the study up to exactly ``tune.n_trials``."""
+    import mlflow
+    import optuna
+
+    from pipeline import tracking, tuning
+    from pipeline.params import load_params, set_params
+
+    params_file = workspace / "params.yaml"
+    original = params_file.read_text()
+    set_params(params_file, ["tune.n_trials=6", "tune.storage=journal:two-workers.journal"])
+    os.chdir(workspace)
+    try:
+        params = load_params()
+        tracking.use_experiment(params.dataset_name)
+        with mlflow.start_run(run_name="tune-parallel") as parent:
+            parent_id = parent.info.run_id
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "PSR_"))}
+        env.update(PYTHONPATH=str(REPO), OMP_NUM_THREADS="1", NO_ALBUMENTATIONS_UPDATE="1")
+        command = [sys.executable, "-m", "pipeline.stages.tune", "worker"]
+        workers = [
+            subprocess.Popen(
+                [*command, "--worker", str(i), "--parent-run-id", parent_id],
+                cwd=workspace,
+                env=env | ({"PSR_FAILPOINT": "train.step:5"} if i == 1 else {}),
+                stderr=subprocess.PIPE,
+                stdout=subprocess.DEVNULL,
+                text=True,
+            )
+            for i in (1, 2)
+        ]
+        outputs = [w.communicate(timeout=600)[1] for w in workers]
+        assert [w.returncode for w in workers] == [KILLED, 0], outputs[1][-3000:]
+        _ok(_stage(workspace, "tune"))
+        _, name = tuning.study_for(params)
+        storage = tuning.open_storage(params.tune.storage)
+        trials = optuna.load_study(study_name=name, storage=storage).get_trials()
+    finally:
+        os.chdir(REPO)
+        params_file.write_text(original)
+    failed = [t for t in trials if t.state.name == "FAIL"]
+    died = [t for t in failed if "died during the trial" in t.user_attrs.get("fail_reason", "")]
+    assert len(died) == 1
+    (retry,) = [t for t in trials if t.user_attrs.get("retry_of") == died[0].number]
+    assert retry.state.name == "COMPLETE" and retry.params == died[0].params
+    finished = [t for t in trials if t.state in tuning.FINISHED]
+    assert len(finished) == 6 and not [t for t in trials if t.state.name == "RUNNING"]
+    values = [tuple(sorted(t.params.items())) for t in finished]
+    assert len(set(values)) == len(values)
