@@ -54,12 +54,16 @@ FLOW         ?= psr-pipeline/local
 FLOW_PARAMS  ?=
 prefect_env = PREFECT_HOME=$(abspath .prefect) PREFECT_API_URL=http://127.0.0.1:$(PREFECT_PORT)/api
 
-.PHONY: prefect-server prefect-worker deploy flow-run
+.PHONY: serve prefect-server prefect-worker deploy flow-run
 
 ## ui: MLflow UI over the pipeline's tracking database, on http://127.0.0.1:5000
 ui: $(STAMP)
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///$(abspath mlflow.db) \
 		--host 127.0.0.1 --port $(MLFLOW_PORT)
+
+## serve: the champion over HTTP on http://127.0.0.1:5001 (MLflow's scoring server, request body <= 16 MB)
+serve: $(STAMP)
+	$(BIN)/python -m pipeline.serve --model-uri models:/psr-fer@champion --port 5001
 
 ## prefect-server: a local Prefect server on http://127.0.0.1:4200 (state in .prefect/)
 prefect-server: $(STAMP)

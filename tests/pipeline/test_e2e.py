@@ -523,6 +523,38 @@ def test_served_champion_answers_http(pipeline_repo: PipelineRepo, tmp_path, mon
     np.testing.assert_allclose(served, predictor.probabilities(list(images)), atol=1e-5)
 
 
+def test_make_serve_refuses_oversized_bodies_and_keeps_serving(
+    pipeline_repo: PipelineRepo, tmp_path
+):
+    """``python -m pipeline.serve`` (``make serve``): the champion with a request body limit."""
+    from psr.data.prepared import load_split
+
+    root = pipeline_repo.root
+    port = free_port()
+    images = np.asarray(load_split(root / "data/prepared/tiny", "test").images[:2])
+    command = [str(BIN / "python"), "-m", "pipeline.serve", "--port", str(port)]
+    command += ["--max-body-mb", "0.5"]
+    log = tmp_path / "serve.log"
+    url = f"http://127.0.0.1:{port}/invocations"
+    with background(command, root, log, MLFLOW_TRACKING_URI=pipeline_repo.tracking_uri) as server:
+        wait_for(f"http://127.0.0.1:{port}/ping", server, log)
+        small = requests.post(url, json={"inputs": images.tolist()}, timeout=120)
+        large = requests.post(url, json={"inputs": np.zeros((4, 200, 200, 3), int).tolist()})
+        chunked = requests.post(  # no Content-Length: counted as it streams
+            url,
+            data=iter([b'{"inputs": [', b"0, " * 300_000, b"0]}"]),
+            headers={"Content-Type": "application/json"},
+            timeout=120,
+        )
+        again = requests.post(url, json={"inputs": images.tolist()}, timeout=120)
+    assert small.status_code == 200, small.text
+    assert len(small.json()["predictions"]) == 2
+    for answer in (large, chunked):
+        assert answer.status_code == 413, answer.text[:500]
+        assert "request body over 0.5 MB" in answer.json()["message"]
+    assert again.status_code == 200 and again.json() == small.json()
+
+
 def test_ablation_runs_every_arm_under_one_parent_and_fills_the_readme(
     pipeline_repo: PipelineRepo,
 ):

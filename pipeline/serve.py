@@ -1,0 +1,110 @@
+"""Serve a registered model over HTTP: MLflow's scoring server with a request body limit.
+
+    python -m pipeline.serve [--model-uri models:/psr-fer@champion] [--port 5001]
+                             [--max-body-mb 16]
+
+The same app as ``mlflow models serve`` (``/invocations``, ``/ping``, ``/version``), with one
+addition: a request body above ``--max-body-mb`` is answered 413 before it is read. MLflow parses
+the whole JSON body before the model sees it, and a 100 MB body costs GBs of memory however
+the model checks its input. Binds 127.0.0.1 unless told otherwise (no authentication).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+DEFAULT_MODEL = "models:/psr-fer@champion"
+DEFAULT_MAX_BODY_MB = 16.0
+
+Scope = dict[str, Any]
+Receive = Callable[[], Awaitable[dict[str, Any]]]
+Send = Callable[[dict[str, Any]], Awaitable[None]]
+
+
+class BodyLimit:
+    """ASGI middleware: 413 for a request body over ``max_bytes``, declared (Content-Length)
+    or streamed (chunked: buffered up to the limit, then replayed to the app)."""
+
+    def __init__(self, app: Callable, max_bytes: int):
+        self.app, self.max_bytes = app, max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope.get("headers") or []).get(b"content-length")
+        if declared is not None:
+            if not declared.isdigit() or int(declared) > self.max_bytes:
+                await self._refuse(send)
+                return
+            await self.app(scope, receive, send)
+            return
+        body, more = b"", True
+        while more:
+            message = await receive()
+            body += message.get("body", b"")
+            more = message.get("more_body", False)
+            if len(body) > self.max_bytes:
+                await self._refuse(send)
+                return
+
+        async def replay() -> dict[str, Any]:
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        await self.app(scope, replay, send)
+
+    async def _refuse(self, send: Send) -> None:
+        message = (
+            f"request body over {self.max_bytes / 2**20:g} MB: send fewer or smaller face "
+            "crops per request (the server's --max-body-mb)"
+        )
+        content = json.dumps({"error_code": "REQUEST_TOO_LARGE", "message": message}).encode()
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 413,
+                "headers": [(b"content-type", b"application/json")],
+            }
+        )
+        await send({"type": "http.response.body", "body": content})
+
+
+def create_app(model_uri: str, max_body_mb: float = DEFAULT_MAX_BODY_MB) -> Callable:
+    """MLflow's scoring app for ``model_uri`` behind :class:`BodyLimit`."""
+    import mlflow
+    from mlflow.pyfunc import scoring_server
+
+    from pipeline import tracking
+
+    mlflow.set_tracking_uri(tracking.tracking_uri())
+    app = scoring_server.init(mlflow.pyfunc.load_model(model_uri))
+    return BodyLimit(app, int(max_body_mb * 2**20))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m pipeline.serve", description=__doc__)
+    parser.add_argument("--model-uri", default=DEFAULT_MODEL)
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=5001)
+    parser.add_argument("--max-body-mb", type=float, default=DEFAULT_MAX_BODY_MB)
+    args = parser.parse_args(argv)
+    if args.max_body_mb <= 0:
+        parser.error("--max-body-mb must be positive")
+    import uvicorn
+    from mlflow.exceptions import MlflowException
+
+    try:
+        app = create_app(args.model_uri, args.max_body_mb)
+    except MlflowException as err:
+        print(f"serve: error: cannot load {args.model_uri}: {err.message}", file=sys.stderr)
+        return 2
+    uvicorn.run(app, host=args.host, port=args.port, log_level="info")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
