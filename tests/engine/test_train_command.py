@@ -99,3 +99,19 @@ def test_train_command_reports_bad_input(setup, capsys):
     # pdls without --prior: the loss names what it needs
     assert main(_args(data, tmp / "run", "--config", str(tmp / "train.yaml"))) == 2
     assert "prior" in capsys.readouterr().err
+
+
+class Payload:  # an arbitrary object: weights_only refuses to unpickle it
+    pass
+
+
+def test_resume_from_a_pickled_checkpoint_is_one_line(setup, capsys):
+    data, tmp = setup
+    out = tmp / "run"
+    out.mkdir()
+    torch.save({"format": "psr-train-state/1", "obj": Payload()}, out / "last.pt")
+    assert main([*_args(data, out), "--resume"]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    (line,) = [x for x in err.splitlines() if "last.pt" in x]
+    assert "is not a loadable training checkpoint" in line
