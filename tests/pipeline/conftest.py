@@ -62,3 +62,74 @@ def workspace(tmp_path_factory):
     finally:
         os.chdir(before)
         os.environ.update(env)
+
+
+def _stage_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "PSR_"))}
+    env.update(PYTHONPATH=str(REPO), OMP_NUM_THREADS="1", NO_ALBUMENTATIONS_UPDATE="1")
+    return env | extra
+
+
+@pytest.fixture
+def stage_env():
+    """``stage_env(**extra)``: the environment of a stage subprocess (none of the test
+    process's MLflow or PSR settings, this checkout importable, one thread)."""
+    return _stage_env
+
+
+@pytest.fixture
+def stage(workspace):
+    """``stage(name, *args, failpoint=None, **env)``: ``python -m pipeline.stages.<name>`` in
+    the workspace, killed at ``failpoint`` if given; the CompletedProcess."""
+    import subprocess
+    import sys
+
+    def run(*command: str, failpoint: str | None = None, **env: str):
+        extra = env | ({"PSR_FAILPOINT": failpoint} if failpoint else {})
+        return subprocess.run(
+            [sys.executable, "-m", f"pipeline.stages.{command[0]}", *command[1:]],
+            cwd=workspace,
+            env=_stage_env(**extra),
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+
+    return run
+
+
+@pytest.fixture
+def run_tune_workers(workspace):
+    """``run(envs)``: one ``pipeline.stages.tune worker`` process per entry of ``envs`` (worker
+    1, 2, ...; each entry adds to its environment) under one MLflow parent run, waited for;
+    returns ``[(returncode, output)]``."""
+    import contextlib
+    import subprocess
+    import sys
+
+    import mlflow
+
+    from pipeline import tracking
+    from pipeline.params import load_params
+
+    def run(envs: list[dict[str, str]]) -> list[tuple[int, str]]:
+        with contextlib.chdir(workspace):
+            tracking.use_experiment(load_params().dataset_name)
+            with mlflow.start_run(run_name="tune-parallel") as parent:
+                parent_id = parent.info.run_id
+        command = [sys.executable, "-m", "pipeline.stages.tune", "worker"]
+        workers = [
+            subprocess.Popen(
+                [*command, "--worker", str(i), "--parent-run-id", parent_id],
+                cwd=workspace,
+                env=_stage_env(**extra),
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+            )
+            for i, extra in enumerate(envs, start=1)
+        ]
+        outputs = [w.communicate(timeout=600)[0] for w in workers]
+        return [(w.returncode, out) for w, out in zip(workers, outputs, strict=True)]
+
+    return run

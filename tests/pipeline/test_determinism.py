@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -75,37 +73,18 @@ def test_tune_stage_twice_gives_identical_trials(workspace, monkeypatch):
     assert len(runs[0]) == 3 and runs[0] == runs[1]
 
 
-def test_two_tune_workers_never_propose_the_same_values(workspace):
+def test_two_tune_workers_never_propose_the_same_values(workspace, run_tune_workers):
     """Two worker processes on one JournalStorage study (what the psr-tune flow starts)."""
-    import mlflow
     import optuna
 
-    from pipeline import tracking, tuning
+    from pipeline import tuning
     from pipeline.params import load_params
 
+    done = run_tune_workers([{}, {}])
+    assert [code for code, _ in done] == [0, 0], "\n".join(out for _, out in done)
     os.chdir(workspace)
     try:
         params = load_params()
-        tracking.use_experiment(params.dataset_name)
-        with mlflow.start_run(run_name="tune-parallel") as parent:
-            parent_id = parent.info.run_id
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "PSR_"))}
-        env.update(OMP_NUM_THREADS="1", NO_ALBUMENTATIONS_UPDATE="1")
-        command = [sys.executable, "-m", "pipeline.stages.tune", "worker"]
-        command += ["--parent-run-id", parent_id]
-        workers = [
-            subprocess.Popen(
-                [*command, "--worker", str(i)],
-                cwd=workspace,
-                env=env | {"PYTHONPATH": str(REPO)},
-                stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT,
-                text=True,
-            )
-            for i in (1, 2)
-        ]
-        outputs = [w.communicate(timeout=600)[0] for w in workers]
-        assert [w.returncode for w in workers] == [0, 0], "\n".join(outputs)
         _, name = tuning.study_for(params)
         study = optuna.load_study(study_name=name, storage=tuning.open_storage(params.tune.storage))
     finally:

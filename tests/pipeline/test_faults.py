@@ -20,25 +20,6 @@ REPO = Path(__file__).resolve().parents[2]
 KILLED = -signal.SIGKILL
 
 
-def _stage(
-    root: Path, *command: str, failpoint: str | None = None, **env_vars: str
-) -> subprocess.CompletedProcess:
-    """``python -m pipeline.stages.<command>`` in ``root``, killed at ``failpoint`` if given."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "PSR_"))}
-    env.update(PYTHONPATH=str(REPO), OMP_NUM_THREADS="1", NO_ALBUMENTATIONS_UPDATE="1")
-    env.update(env_vars)
-    if failpoint:
-        env["PSR_FAILPOINT"] = failpoint
-    return subprocess.run(
-        [sys.executable, "-m", f"pipeline.stages.{command[0]}", *command[1:]],
-        cwd=root,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-
-
 def _ok(result: subprocess.CompletedProcess) -> subprocess.CompletedProcess:
     assert result.returncode == 0, result.stderr[-4000:]
     return result
@@ -65,21 +46,21 @@ def _runs(root: Path, stage: str) -> list:
     )
 
 
-def test_train_stage_killed_mid_epoch_resumes_bit_identical(workspace):
+def test_train_stage_killed_mid_epoch_resumes_bit_identical(workspace, stage):
     """SIGKILL in the middle of epoch 2 of 2: the rerun continues ``last.pt`` of epoch 1 and ends
     with the bytes of an uninterrupted run; the killed run's MLflow run is closed as KILLED."""
     best = workspace / "models/psr/best.pt"
-    _ok(_stage(workspace, "train"))
+    _ok(stage("train"))
     reference = _tensors(best)
     history = (workspace / "reports/train/history.csv").read_text().splitlines()
 
-    killed = _stage(workspace, "train", failpoint="train.step:9")  # 6 steps an epoch
+    killed = stage("train", failpoint="train.step:9")  # 6 steps an epoch
     assert killed.returncode == KILLED, killed.stderr[-4000:]
     assert (workspace / "models/resume/train/last.pt").is_file()
     running = [r for r in _runs(workspace, "train") if r.info.status == "RUNNING"]
     assert len(running) == 1
 
-    resumed = _ok(_stage(workspace, "train"))
+    resumed = _ok(stage("train"))
     assert "resuming models/resume/train/last.pt after epoch 1" in resumed.stderr
     assert _same(reference, _tensors(best))
     again = (workspace / "reports/train/history.csv").read_text().splitlines()
@@ -90,16 +71,16 @@ def test_train_stage_killed_mid_epoch_resumes_bit_identical(workspace):
     assert "ended without closing the run" in closed.data.tags["psr.end_reason"]
 
 
-def test_train_stage_starts_fresh_when_the_configuration_changed(workspace):
+def test_train_stage_starts_fresh_when_the_configuration_changed(workspace, stage):
     """A ``last.pt`` of another configuration is not continued: the stage says why."""
     from pipeline.params import set_params
 
-    assert _stage(workspace, "train", failpoint="train.epoch_saved").returncode == KILLED
+    assert stage("train", failpoint="train.epoch_saved").returncode == KILLED
     params = workspace / "params.yaml"
     original = params.read_text()
     try:
         set_params(params, ["train.seed=7"])
-        fresh = _ok(_stage(workspace, "train"))
+        fresh = _ok(stage("train"))
     finally:
         params.write_text(original)
     assert "not resuming models/resume/train/last.pt" in fresh.stderr
@@ -116,7 +97,7 @@ def _registry(root: Path):
     )
 
 
-def test_register_killed_mid_alias_move_or_before_validation_is_finished_next_run(workspace):
+def test_register_killed_mid_alias_move_or_before_validation_is_finished_next_run(workspace, stage):
     """A kill between two alias moves leaves the journal: the next run completes the move. A
     kill right after registering leaves a version ``validation=pending``: the next run deletes
     it. ``champion`` never names an unvalidated version."""
@@ -129,17 +110,17 @@ def test_register_killed_mid_alias_move_or_before_validation_is_finished_next_ru
     set_params(params, ["register.baseline_margin=null", "register.model_name=psr-faults"])
     try:
         if not (workspace / "models/psr/best.pt").is_file():
-            _ok(_stage(workspace, "train"))
-        _ok(_stage(workspace, "evaluate"))
+            _ok(stage("train"))
+        _ok(stage("evaluate"))
         client = _registry(workspace)
 
-        killed = _stage(workspace, "register", failpoint="register.alias_set:1")
+        killed = stage("register", failpoint="register.alias_set:1")
         assert killed.returncode == KILLED, killed.stderr[-4000:]
         model = client.get_registered_model("psr-faults")
         assert model.aliases == {"challenger": 1}  # champion not moved yet
         assert json.loads(model.tags["psr.alias_journal"])["target"]["champion"] == "1"
 
-        killed = _stage(workspace, "register", failpoint="register.version_created")
+        killed = stage("register", failpoint="register.version_created")
         assert killed.returncode == KILLED, killed.stderr[-4000:]
         assert "completed the interrupted alias move" in killed.stderr  # before it died
         model = client.get_registered_model("psr-faults")
@@ -147,7 +128,7 @@ def test_register_killed_mid_alias_move_or_before_validation_is_finished_next_ru
         assert "psr.alias_journal" not in model.tags
         assert client.get_model_version("psr-faults", "2").tags["psr.validation"] == "pending"
 
-        _ok(_stage(workspace, "register"))
+        _ok(stage("register"))
         document = json.loads((workspace / "reports/registry.json").read_text())
         assert document["recovered"] == ["deleted v2: an interrupted run left it unvalidated"]
         model = client.get_registered_model("psr-faults")
@@ -159,7 +140,7 @@ def test_register_killed_mid_alias_move_or_before_validation_is_finished_next_ru
         params.write_text(original)
 
 
-def test_tune_stage_killed_mid_trial_fails_it_and_retries_its_values(workspace):
+def test_tune_stage_killed_mid_trial_fails_it_and_retries_its_values(workspace, stage):
     """A worker killed in trial 2 leaves it RUNNING; the next run marks it FAIL with the reason,
     trains its values again and finishes exactly ``tune.n_trials`` trials, none repeated."""
     import optuna
@@ -167,7 +148,7 @@ def test_tune_stage_killed_mid_trial_fails_it_and_retries_its_values(workspace):
     from pipeline import tuning
     from pipeline.params import load_params
 
-    killed = _stage(workspace, "tune", failpoint="train.step:8")  # 3 steps a trial
+    killed = stage("tune", failpoint="train.step:8")  # 3 steps a trial
     assert killed.returncode == KILLED, killed.stderr[-4000:]
     os.chdir(workspace)
     try:
@@ -177,7 +158,7 @@ def test_tune_stage_killed_mid_trial_fails_it_and_retries_its_values(workspace):
         study = optuna.load_study(study_name=name, storage=storage)
         assert [t.state.name for t in study.get_trials()] == ["COMPLETE", "COMPLETE", "RUNNING"]
 
-        _ok(_stage(workspace, "tune"))
+        _ok(stage("tune"))
         trials = optuna.load_study(study_name=name, storage=storage).get_trials()
     finally:
         os.chdir(REPO)
@@ -225,7 +206,7 @@ def _one_line_error(result: subprocess.CompletedProcess, stage: str) -> str:
     return line
 
 
-def test_a_locked_tracking_database_is_waited_for_then_named_in_one_line(workspace):
+def test_a_locked_tracking_database_is_waited_for_then_named_in_one_line(workspace, stage):
     """A lock shorter than ``PSR_TRACKING_LOCK_TIMEOUT_S`` is waited out; a longer one ends the
     stage with one line that names the database and what to do."""
     import threading
@@ -233,12 +214,12 @@ def test_a_locked_tracking_database_is_waited_for_then_named_in_one_line(workspa
     db = workspace / "mlflow.db"
     lock = _Lock(db)
     threading.Timer(4, lock.release).start()
-    _ok(_stage(workspace, "priors", PSR_TRACKING_LOCK_TIMEOUT_S="60"))  # waited ~4 s
+    _ok(stage("priors", PSR_TRACKING_LOCK_TIMEOUT_S="60"))  # waited ~4 s
     assert lock.done.is_set()
 
     lock = _Lock(db)
     try:
-        failed = _stage(workspace, "priors", PSR_TRACKING_LOCK_TIMEOUT_S="1")
+        failed = stage("priors", PSR_TRACKING_LOCK_TIMEOUT_S="1")
     finally:
         lock.release()
     line = _one_line_error(failed, "priors")
@@ -246,17 +227,15 @@ def test_a_locked_tracking_database_is_waited_for_then_named_in_one_line(workspa
     assert "PSR_TRACKING_LOCK_TIMEOUT_S" in line
 
 
-def test_training_survives_a_tracking_database_locked_mid_run(workspace):
+def test_training_survives_a_tracking_database_locked_mid_run(workspace, stage, stage_env):
     """The database locked after epoch 1: the stage stops with one line, keeping its training;
     the rerun continues it and ends bit-identical to an uninterrupted run."""
     import time
 
     best, last = workspace / "models/psr/best.pt", workspace / "models/resume/train/last.pt"
-    _ok(_stage(workspace, "train"))
+    _ok(stage("train"))
     reference = _tensors(best)
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "PSR_"))}
-    env.update(PYTHONPATH=str(REPO), OMP_NUM_THREADS="1", NO_ALBUMENTATIONS_UPDATE="1")
-    env["PSR_TRACKING_LOCK_TIMEOUT_S"] = "1"
+    env = stage_env(PSR_TRACKING_LOCK_TIMEOUT_S="1")
     process = subprocess.Popen(
         [sys.executable, "-m", "pipeline.stages.train"],
         cwd=workspace,
@@ -277,19 +256,18 @@ def test_training_survives_a_tracking_database_locked_mid_run(workspace):
     assert "stayed locked" in _one_line_error(result, "train")
     assert last.is_file()  # the training so far
 
-    resumed = _ok(_stage(workspace, "train"))
+    resumed = _ok(stage("train"))
     assert "resuming models/resume/train/last.pt after epoch" in resumed.stderr
     assert _same(reference, _tensors(best))
 
 
-def test_an_unreachable_tracking_server_is_named_in_one_line(workspace):
+def test_an_unreachable_tracking_server_is_named_in_one_line(workspace, stage):
     import socket
 
     with socket.socket() as s:  # a port nothing listens on
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    failed = _stage(
-        workspace,
+    failed = stage(
         "priors",
         MLFLOW_TRACKING_URI=f"http://127.0.0.1:{port}",
         MLFLOW_HTTP_REQUEST_MAX_RETRIES="0",
@@ -298,7 +276,7 @@ def test_an_unreachable_tracking_server_is_named_in_one_line(workspace):
     assert f"the MLflow server http://127.0.0.1:{port} is not reachable" in line
 
 
-def test_a_stage_dies_with_the_process_that_started_it(workspace, tmp_path):
+def test_a_stage_dies_with_the_process_that_started_it(workspace, tmp_path, stage_env):
     """SIGKILL to the parent (what killing ``dvc repro`` does): the stage goes too, so it can
     never rewrite outputs behind the next run's back."""
     import time
@@ -310,8 +288,7 @@ def test_a_stage_dies_with_the_process_that_started_it(workspace, tmp_path):
         f"open({str(pid_file)!r}, 'w').write(str(child.pid))\n"
         "time.sleep(600)\n"
     )
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "PSR_"))}
-    env.update(PYTHONPATH=str(REPO), OMP_NUM_THREADS="1", NO_ALBUMENTATIONS_UPDATE="1")
+    env = stage_env()
     parent = subprocess.Popen(
         [sys.executable, "-c", parent_code], cwd=workspace, env=env, stderr=subprocess.DEVNULL
     )
@@ -336,66 +313,48 @@ def _running(pid: int) -> bool:
         return False
 
 
-def test_prepare_and_sr_pretrain_killed_keep_their_outputs_and_rerun_identically(workspace):
+def test_prepare_and_sr_pretrain_killed_keep_their_outputs_and_rerun_identically(workspace, stage):
     """A kill mid-decode or mid-training leaves the previous outputs as they were; the rerun
     deletes the killed writer's hidden folder and writes the same bytes."""
     import json
 
     prepared = workspace / "data/prepared/tiny"
     before = json.loads((prepared / "manifest.json").read_text())["checksums"]
-    killed = _stage(workspace, "prepare", failpoint="prepare.chunk_decoded")
+    killed = stage("prepare", failpoint="prepare.chunk_decoded")
     assert killed.returncode == KILLED, killed.stderr[-4000:]
     assert json.loads((prepared / "manifest.json").read_text())["checksums"] == before
     assert [p.name for p in prepared.parent.iterdir() if p.name.startswith(".tiny.tmp-")]
-    _ok(_stage(workspace, "prepare"))
+    _ok(stage("prepare"))
     assert json.loads((prepared / "manifest.json").read_text())["checksums"] == before
     assert sorted(p.name for p in prepared.parent.iterdir()) == ["tiny"]
 
     weights = workspace / "models/sr/sr_x2.pt"
-    _ok(_stage(workspace, "sr_pretrain"))  # in a process like the ones below (threads)
+    _ok(stage("sr_pretrain"))  # in a process like the ones below (threads)
     reference = _tensors(weights)
-    killed = _stage(workspace, "sr_pretrain", failpoint="sr_pretrain.step:2")
+    killed = stage("sr_pretrain", failpoint="sr_pretrain.step:2")
     assert killed.returncode == KILLED, killed.stderr[-4000:]
     assert _same(reference, _tensors(weights))
-    _ok(_stage(workspace, "sr_pretrain"))
+    _ok(stage("sr_pretrain"))
     assert _same(reference, _tensors(weights))
 
 
-def test_two_tune_workers_one_killed_finish_the_exact_budget(workspace):
+def test_two_tune_workers_one_killed_finish_the_exact_budget(workspace, run_tune_workers, stage):
     """Worker 1 dies in a trial while worker 2 goes on; the stage (worker 0) then fails the dead
     trial, retries its values and tops the study up to exactly ``tune.n_trials``."""
-    import mlflow
     import optuna
 
-    from pipeline import tracking, tuning
+    from pipeline import tuning
     from pipeline.params import load_params, set_params
 
     params_file = workspace / "params.yaml"
     original = params_file.read_text()
     set_params(params_file, ["tune.n_trials=6", "tune.storage=journal:two-workers.journal"])
-    os.chdir(workspace)
     try:
+        done = run_tune_workers([{"PSR_FAILPOINT": "train.step:5"}, {}])
+        assert [code for code, _ in done] == [KILLED, 0], done[1][1][-3000:]
+        _ok(stage("tune"))
+        os.chdir(workspace)
         params = load_params()
-        tracking.use_experiment(params.dataset_name)
-        with mlflow.start_run(run_name="tune-parallel") as parent:
-            parent_id = parent.info.run_id
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "PSR_"))}
-        env.update(PYTHONPATH=str(REPO), OMP_NUM_THREADS="1", NO_ALBUMENTATIONS_UPDATE="1")
-        command = [sys.executable, "-m", "pipeline.stages.tune", "worker"]
-        workers = [
-            subprocess.Popen(
-                [*command, "--worker", str(i), "--parent-run-id", parent_id],
-                cwd=workspace,
-                env=env | ({"PSR_FAILPOINT": "train.step:5"} if i == 1 else {}),
-                stderr=subprocess.PIPE,
-                stdout=subprocess.DEVNULL,
-                text=True,
-            )
-            for i in (1, 2)
-        ]
-        outputs = [w.communicate(timeout=600)[1] for w in workers]
-        assert [w.returncode for w in workers] == [KILLED, 0], outputs[1][-3000:]
-        _ok(_stage(workspace, "tune"))
         _, name = tuning.study_for(params)
         storage = tuning.open_storage(params.tune.storage)
         trials = optuna.load_study(study_name=name, storage=storage).get_trials()
