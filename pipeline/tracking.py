@@ -8,7 +8,7 @@
   the stage and tagged with the git commit, the DVC stage and the data checksum.
 - A locked SQLite database: MLflow waits 20 s for a lock and then fails; the stages wait
   ``PSR_TRACKING_LOCK_TIMEOUT_S`` (default 120 s; SQLite retries with backoff meanwhile), then
-  fail with one line (:func:`explain_failure`). An unreachable server: MLflow's own HTTP retries
+  fail with one line (:func:`unavailable`). An unreachable server: MLflow's own HTTP retries
   with backoff (``MLFLOW_HTTP_REQUEST_MAX_RETRIES``), then the same one line. Training done so
   far is kept (the train stage resumes), so a rerun logs it without retraining.
 - A stage killed mid-run cannot end its run: every run is tagged with its process, and the next
@@ -75,9 +75,12 @@ DEFAULT_LOCK_TIMEOUT_S = 120.0
 def lock_timeout_s() -> float:
     raw = os.environ.get(LOCK_TIMEOUT_ENV, "")
     try:
-        return float(raw) if raw else DEFAULT_LOCK_TIMEOUT_S
+        seconds = float(raw) if raw else DEFAULT_LOCK_TIMEOUT_S
     except ValueError:
-        raise ValueError(f"{LOCK_TIMEOUT_ENV}={raw!r}: expected seconds") from None
+        seconds = -1.0
+    if not 0 <= seconds < 10**6:  # also nan and inf
+        raise ValueError(f"{LOCK_TIMEOUT_ENV}={raw!r}: expected seconds, 0 to 10^6")
+    return seconds
 
 
 def _wait_for_locks() -> None:
@@ -105,23 +108,46 @@ def _busy_timeout(conn, cursor, statement, parameters, context, executemany):
     return statement, parameters
 
 
-def explain_failure(err: BaseException) -> str:
-    """One line for a tracking failure: what is unavailable and what to do."""
-    uri = mlflow.get_tracking_uri()
-    first = next((line.strip() for line in str(err).splitlines() if line.strip()), repr(err))
+def unavailable(err: BaseException) -> str | None:
+    """One line for a tracking or tuning database that is unavailable (locked, a server that
+    is down): what and what to do; None for any other error."""
+    if type(err).__name__ == "StorageInternalError" and err.__cause__ is not None:
+        err = err.__cause__  # Optuna wraps the database's error
+    optuna = _raised_in(err, "optuna")
+    where = (
+        "the Optuna storage (tune.storage)"
+        if optuna
+        else (f"the MLflow database {mlflow.get_tracking_uri()}")
+    )
+    text = str(err.message if isinstance(err, MlflowException) else err)
+    first = next((line.strip() for line in text.splitlines() if line.strip()), repr(err))
     kept = "training done so far is kept; rerun the stage once it is available"
-    if "database is locked" in first:
+    if "database is locked" in first and (
+        isinstance(err, MlflowException) or type(err).__name__ == "OperationalError"
+    ):
         return (
-            f"the MLflow database {uri} stayed locked for {lock_timeout_s():.0f} s (another "
-            f"process holds it: an open sqlite3 shell, a stuck stage?): {first}; {kept} "
-            f"(or raise {LOCK_TIMEOUT_ENV})"
+            f"{where} stayed locked for {lock_timeout_s():.0f} s (another process holds it: "
+            f"an open sqlite3 shell, a stuck stage?): {first}; {kept} (or raise "
+            f"{LOCK_TIMEOUT_ENV})"
         )
-    if any(s in first for s in ("Max retries exceeded", "Connection refused", "Failed to")):
+    down = ("Max retries exceeded", "Connection refused", "Failed to establish", "timed out")
+    if isinstance(err, MlflowException) and any(s in first for s in down):
         return (
-            f"the MLflow server {uri} is not reachable: {first}; start it, or unset "
-            f"MLFLOW_TRACKING_URI to use the local database; {kept}"
+            f"the MLflow server {mlflow.get_tracking_uri()} is not reachable: {first}; start "
+            f"it, or unset MLFLOW_TRACKING_URI to use the local database; {kept}"
         )
-    return f"MLflow tracking at {uri} failed: {first}; {kept}"
+    return None
+
+
+def _raised_in(err: BaseException, package: str) -> bool:
+    """Whether ``package``'s code is on ``err``'s traceback (who was talking to the database)."""
+    marker = f"{os.sep}{package}{os.sep}"
+    frame = err.__traceback__
+    while frame is not None:
+        if marker in frame.tb_frame.f_code.co_filename:
+            return True
+        frame = frame.tb_next
+    return False
 
 
 def use_experiment(dataset: str) -> str:

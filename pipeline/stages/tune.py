@@ -28,7 +28,7 @@ from pipeline import tracking, tuning
 from pipeline.params import Params, load_params
 from pipeline.paths import TUNE_BEST_FILE, report_dir, run_record_path
 from pipeline.resolve import check_space
-from pipeline.stages.common import stage_main
+from pipeline.stages.common import guarded, stage_main
 from psr.fileio import write_json
 
 STAGE = tuning.STAGE
@@ -134,7 +134,8 @@ def worker_main(argv: list[str]) -> int:
     )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="[tune worker] %(levelname)s %(message)s")
-    try:
+
+    def job() -> None:
         if args.worker < 1:
             raise ValueError(f"--worker must be >= 1 (0 is the DVC stage), got {args.worker}")
         params = load_params()
@@ -142,10 +143,8 @@ def worker_main(argv: list[str]) -> int:
             tune = params.tune.model_copy(update={"storage": args.storage})
             params = params.model_copy(update={"tune": tune})
         work(params, args.parent_run_id, args.n_trials, args.worker)
-    except (ValueError, FileNotFoundError) as err:
-        print(f"tune worker: error: {err}", file=sys.stderr)
-        return 2
-    return 0
+
+    return guarded("tune worker", job)
 
 
 main = stage_main(STAGE, run)

@@ -78,3 +78,37 @@ def test_failed_stage_writes_no_record(monkeypatch, tmp_path):
     with pytest.raises(RuntimeError), tracking.stage_run("prepare", "unit", record=record):
         raise RuntimeError("boom")
     assert not record.exists()
+
+
+def test_unavailable_names_the_database_that_failed_and_nothing_else(tmp_path, monkeypatch):
+    import sqlite3
+
+    import optuna
+    from mlflow.exceptions import MlflowException
+
+    from pipeline import tuning
+
+    assert tracking.unavailable(MlflowException("Registered Model 'x' not found")) is None
+    assert tracking.unavailable(ValueError("database is locked")) is None
+    locked = MlflowException("(sqlite3.OperationalError) database is locked")
+    assert "the MLflow database" in tracking.unavailable(locked)
+
+    db = tmp_path / "optuna.db"
+    optuna.create_study(storage=tuning.open_storage(f"sqlite:///{db}"), study_name="s")
+    holder = sqlite3.connect(db, isolation_level=None)
+    holder.execute("BEGIN EXCLUSIVE")
+    monkeypatch.setenv("PSR_TRACKING_LOCK_TIMEOUT_S", "0.2")
+    try:
+        with pytest.raises(Exception) as err:
+            optuna.create_study(storage=tuning.open_storage(f"sqlite:///{db}"), study_name="t")
+    finally:
+        holder.execute("COMMIT")
+    line = tracking.unavailable(err.value)
+    assert line is not None and line.startswith("the Optuna storage (tune.storage) stayed locked")
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-1", "soon"])
+def test_a_bad_lock_timeout_is_named(monkeypatch, value):
+    monkeypatch.setenv("PSR_TRACKING_LOCK_TIMEOUT_S", value)
+    with pytest.raises(ValueError, match="PSR_TRACKING_LOCK_TIMEOUT_S"):
+        tracking.lock_timeout_s()
