@@ -52,7 +52,13 @@ class BodyLimit:
                 await self._refuse(send)
                 return
 
+        replayed = False
+
         async def replay() -> dict[str, Any]:
+            nonlocal replayed
+            if replayed:  # then as the server would: wait for the disconnect
+                return await receive()
+            replayed = True
             return {"type": "http.request", "body": body, "more_body": False}
 
         await self.app(scope, replay, send)

@@ -227,16 +227,22 @@ def process_tag() -> dict[str, str]:
     return {TAG_PROCESS: f"{socket.gethostname()}:{os.getpid()}"}
 
 
+def process_gone(owner: str) -> bool:
+    """Whether the process of a :func:`process_tag` value is known to be dead: it ran on this
+    host and its pid no longer runs (another host's, or no owner: unknown, so False)."""
+    owner_host, _, pid = owner.rpartition(":")
+    return owner_host == socket.gethostname() and pid.isdigit() and not pid_alive(int(pid))
+
+
 def close_abandoned_runs(experiment_id: str) -> list[str]:
     """Mark KILLED every RUNNING run of the experiment whose process on this host is gone (a
     stage or trial killed before it could end its run), with the reason; their ids."""
-    host, closed = socket.gethostname(), []
+    closed = []
     client = mlflow.MlflowClient()
     running = client.search_runs([experiment_id], filter_string="attributes.status = 'RUNNING'")
     for run in running:
         owner = run.data.tags.get(TAG_PROCESS, "")
-        owner_host, _, pid = owner.rpartition(":")
-        if owner_host != host or not pid.isdigit() or pid_alive(int(pid)):
+        if not process_gone(owner):
             continue
         reason = f"process {owner} ended without closing the run; closed by the next stage run"
         client.set_tag(run.info.run_id, TAG_END_REASON, reason)

@@ -280,18 +280,20 @@ def _budget_left(study: optuna.Study, n_trials: int) -> int:
 def fail_abandoned_trials(study: optuna.Study) -> list[int]:
     """Mark FAIL the RUNNING trials whose worker process on this host is gone, with the reason,
     and queue their values again (``retry_of``); the numbers of the trials failed."""
-    from psr.fileio import pid_alive
+    from optuna.exceptions import UpdateFinishedTrialError
 
-    host, failed = tracking.process_tag()[tracking.TAG_PROCESS].rpartition(":")[0], []
+    failed = []
     storage = study._storage  # Optuna has no public call to annotate another process's trial
     for trial in study.get_trials(deepcopy=False, states=(RUNNING,)):
         owner = trial.user_attrs.get(OWNER, "")
-        owner_host, _, pid = owner.rpartition(":")
-        if owner_host != host or not pid.isdigit() or pid_alive(int(pid)):
+        if not tracking.process_gone(owner):
             continue
         reason = f"worker {owner} died during the trial; its values were queued again"
-        storage.set_trial_user_attr(trial._trial_id, FAIL_REASON, reason)
-        storage.set_trial_state_values(trial._trial_id, state=FAIL)
+        try:  # another live worker may fail it at the same time: the first one requeues
+            storage.set_trial_user_attr(trial._trial_id, FAIL_REASON, reason)
+            storage.set_trial_state_values(trial._trial_id, state=FAIL)
+        except UpdateFinishedTrialError:
+            continue
         values = trial.system_attrs.get("fixed_params") or trial.params
         if values:
             study.enqueue_trial(values, user_attrs={RETRY_OF: trial.number})
@@ -317,12 +319,19 @@ def optimize(params: Params, name: str, parent_run_id: str, worker: int = 0) -> 
         return study
     objective = Objective(params, name, parent_run_id, seed)
     deadline = None if cfg.timeout_s is None else time.monotonic() + cfg.timeout_s
+    misses = 0  # trials in a row that finished nothing (diverged, or surplus)
     while _budget_left(study, cfg.n_trials) > 0:
         if deadline is not None and time.monotonic() >= deadline:
             log.info("tune.timeout_s reached")
             break
+        if misses >= cfg.n_trials:
+            log.warning("%d trials in a row failed: stopping (see their fail_reason)", misses)
+            break
+        before = len(study.get_trials(deepcopy=False, states=FINISHED))
         study.optimize(objective, n_trials=1, catch=(NonFiniteLossError, BudgetReached))
         fail_abandoned_trials(study)
+        finished = len(study.get_trials(deepcopy=False, states=FINISHED)) > before
+        misses = 0 if finished else misses + 1
     return study
 
 

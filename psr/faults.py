@@ -4,8 +4,8 @@
 names that point: ``PSR_FAILPOINT=train.step`` kills the process (SIGKILL, to itself) the first
 time it gets there, ``train.step:5`` the fifth time. No cleanup handler, ``finally`` block or
 atexit hook runs, exactly as when the machine loses power, so the fault-injection tests
-(``tests/faults/``) prove what survives a real crash at that point. docs/reliability.md lists
-the points.
+(``tests/pipeline/test_faults.py``) prove what survives a real crash at that point.
+docs/reliability.md lists the points.
 """
 
 from __future__ import annotations

@@ -140,6 +140,7 @@ def run(params: Params, arm: str, seed: int) -> None:
             metrics["accuracy"],
             seconds,
         )
+    (models / "last.pt").unlink()  # first: a kill after it leaves nothing to resume
     shutil.rmtree(models)
 
 

@@ -147,8 +147,8 @@ def recover(client: MlflowClient, name: str) -> list[str]:
     """Finish what a killed register run left in the registry; what was done, one line each.
 
     A journalled alias move is completed (its version passed validation before the journal was
-    written), or rolled back if that version is gone; versions still ``validation=pending`` were
-    never checked and are deleted."""
+    written), or rolled back if that version is gone; versions left ``validation=pending`` by a
+    dead process on this host were never checked and are deleted (a live run's are its own)."""
     try:
         model = client.get_registered_model(name)
     except MlflowException:
@@ -164,7 +164,8 @@ def recover(client: MlflowClient, name: str) -> list[str]:
             done.append(f"rolled back the interrupted alias move {entry['target']}: {err}")
         client.delete_registered_model_tag(name, TAG_JOURNAL)
     for version in client.search_model_versions(f"name = '{name}'"):
-        if version.tags.get(TAG_VALIDATION) == "pending":
+        pending = version.tags.get(TAG_VALIDATION) == "pending"
+        if pending and tracking.process_gone(version.tags.get(tracking.TAG_PROCESS, "")):
             client.delete_model_version(name, version.version)
             done.append(f"deleted v{version.version}: an interrupted run left it unvalidated")
     for line in done:
@@ -267,6 +268,7 @@ def register(
         f"{TAG_METRIC}.{cfg.metric}": str(metric_value),
         tracking.TAG_DATASET: params.dataset_name,
         TAG_VALIDATION: "pending",
+        **tracking.process_tag(),  # whose pending version it is
         **{f"psr.run.{stage}": run_id for stage, run_id in (source_runs or {}).items()},
     }
     version = mlflow.register_model(info.model_uri, cfg.model_name, tags=tags)

@@ -82,6 +82,7 @@ def publish(work: Path, target: Path) -> None:
     with atomic_directory(target, marker=BEST) as tmp:
         for name in (BEST, LAST):
             shutil.copy2(work / name, tmp / name)
+    (work / LAST).unlink()  # first: a kill after it leaves nothing that would be resumed
     shutil.rmtree(work)
 
 

@@ -39,8 +39,8 @@ def read_image(path: str | Path) -> np.ndarray:
         raise ValueError(f"{path}: cannot read the file ({err.strerror or err})") from err
     if data.size == 0:
         raise ValueError(f"{path}: empty file")
-    size = _header_size(data)
     limit = max_pixels()
+    size = _header_size(data, path, limit)
     if size is not None and size[0] * size[1] > limit:
         raise ValueError(
             f"{path}: {size[0]}x{size[1]} is {size[0] * size[1] / 1e6:.3g} megapixels, above "
@@ -52,12 +52,21 @@ def read_image(path: str | Path) -> np.ndarray:
     return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
 
 
-def _header_size(data: np.ndarray) -> tuple[int, int] | None:
+def _header_size(data: np.ndarray, path: Path, limit: int) -> tuple[int, int] | None:
     """(width, height) from the file header, without decoding; None if Pillow cannot tell."""
+    import warnings
+
     from PIL import Image, UnidentifiedImageError
 
     try:
-        with Image.open(io.BytesIO(data.tobytes())) as image:
-            return image.size
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # ours is the limit
+            with Image.open(io.BytesIO(data.tobytes())) as image:
+                return image.size
+    except Image.DecompressionBombError:  # over twice Pillow's own limit: over ours too
+        raise ValueError(
+            f"{path}: over {2 * (Image.MAX_IMAGE_PIXELS or 0) / 1e6:.3g} megapixels, above the "
+            f"limit of {limit / 1e6:.3g} (set {MAX_PIXELS_ENV} to allow it)"
+        ) from None
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError):
         return None

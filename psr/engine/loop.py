@@ -362,7 +362,9 @@ def _resume_conflict(
     if changed:
         return f"the training config differs in {changed}"
     if identity is not None:
-        stored = state.get("identity") or {}
+        if not state.get("identity"):
+            return "it records no identity (written before inputs were recorded)"
+        stored = state["identity"]
         differs = sorted(k for k in {*identity, *stored} if stored.get(k) != identity.get(k))
         if differs:
             return f"it was trained on other {', '.join(differs)}"

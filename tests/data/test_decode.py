@@ -34,3 +34,25 @@ def test_images_above_the_pixel_limit_are_refused_before_decoding(tmp_path, monk
     monkeypatch.setenv("PSR_MAX_IMAGE_PIXELS", "lots")
     with pytest.raises(ValueError, match="expected a positive pixel count"):
         read_image(path)
+
+
+def _png_header(tmp_path, width, height):
+    """A PNG whose header says width x height (no pixel data: nothing should decode it)."""
+    import struct
+    import zlib
+
+    def chunk(kind, body):
+        return (
+            struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+        )
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    path = tmp_path / "huge.png"
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IEND", b""))
+    return path
+
+
+@pytest.mark.parametrize("side", [12_000, 20_000])  # over our limit; over Pillow's bomb limit
+def test_a_huge_image_is_refused_from_its_header(tmp_path, side):
+    with pytest.raises(ValueError, match="megapixels, above the limit of 100"):
+        read_image(_png_header(tmp_path, side, side))

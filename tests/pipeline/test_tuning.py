@@ -12,7 +12,6 @@ def test_sampler_seeds_differ_per_worker_and_per_resume():
     assert tuning.sampler_seed(7, 0) == 7  # a new study: tune.seed, reproducible
     seeds = {tuning.sampler_seed(7, w, before) for w in (0, 1, 2) for before in (0, 3, 5)}
     assert len(seeds) == 9  # a resumed study does not replay the first draws
-    assert tuning.sampler_seed(7, 1, 3) == tuning.sampler_seed(7, 1, 3)
 
 
 def _study() -> optuna.Study:
@@ -62,3 +61,32 @@ def test_trials_without_a_known_owner_are_left_alone(owner):
     if owner:
         trial.set_user_attr(tuning.OWNER, owner)
     assert tuning.fail_abandoned_trials(study) == []
+
+
+def test_a_study_whose_every_trial_diverges_stops(tmp_path, monkeypatch):
+    """Failed trials free their place in the budget; n_trials failures in a row end the run
+    instead of retrying forever."""
+    from pathlib import Path
+
+    from pipeline.params import load_params
+    from psr.engine import NonFiniteLossError
+
+    params = load_params(Path(__file__).resolve().parents[2] / "params.yaml")
+    cfg = params.tune.model_copy(
+        update={"storage": f"journal:{tmp_path / 'j.journal'}", "n_trials": 3}
+    )
+    params = params.model_copy(update={"tune": cfg})
+    calls = []
+
+    class Diverges:
+        def __init__(self, *args):
+            pass
+
+        def __call__(self, trial):
+            calls.append(trial.number)
+            raise NonFiniteLossError("loss is nan")
+
+    monkeypatch.setattr(tuning, "Objective", Diverges)
+    study = tuning.optimize(params, "diverging", "parent-run")
+    assert len(calls) == 3
+    assert {t.state.name for t in study.get_trials()} == {"FAIL"}
