@@ -113,12 +113,9 @@ def unavailable(err: BaseException) -> str | None:
     is down): what and what to do; None for any other error."""
     if type(err).__name__ == "StorageInternalError" and err.__cause__ is not None:
         err = err.__cause__  # Optuna wraps the database's error
-    optuna = _raised_in(err, "optuna")
-    where = (
-        "the Optuna storage (tune.storage)"
-        if optuna
-        else (f"the MLflow database {mlflow.get_tracking_uri()}")
-    )
+    where = f"the MLflow database {mlflow.get_tracking_uri()}"
+    if _raised_in(err, "optuna"):
+        where = "the Optuna storage (tune.storage)"
     text = str(err.message if isinstance(err, MlflowException) else err)
     first = next((line.strip() for line in text.splitlines() if line.strip()), repr(err))
     kept = "training done so far is kept; rerun the stage once it is available"

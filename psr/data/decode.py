@@ -9,7 +9,6 @@
 
 from __future__ import annotations
 
-import io
 import os
 from pathlib import Path
 
@@ -40,7 +39,7 @@ def read_image(path: str | Path) -> np.ndarray:
     if data.size == 0:
         raise ValueError(f"{path}: empty file")
     limit = max_pixels()
-    size = _header_size(data, path, limit)
+    size = _header_size(path, limit)
     if size is not None and size[0] * size[1] > limit:
         raise ValueError(
             f"{path}: {size[0]}x{size[1]} is {size[0] * size[1] / 1e6:.3g} megapixels, above "
@@ -52,8 +51,8 @@ def read_image(path: str | Path) -> np.ndarray:
     return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
 
 
-def _header_size(data: np.ndarray, path: Path, limit: int) -> tuple[int, int] | None:
-    """(width, height) from the file header, without decoding; None if Pillow cannot tell."""
+def _header_size(path: Path, limit: int) -> tuple[int, int] | None:
+    """(width, height) from the file header (Pillow reads only that); None if it cannot tell."""
     import warnings
 
     from PIL import Image, UnidentifiedImageError
@@ -61,7 +60,7 @@ def _header_size(data: np.ndarray, path: Path, limit: int) -> tuple[int, int] | 
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # ours is the limit
-            with Image.open(io.BytesIO(data.tobytes())) as image:
+            with Image.open(path) as image:
                 return image.size
     except Image.DecompressionBombError:  # over twice Pillow's own limit: over ours too
         raise ValueError(

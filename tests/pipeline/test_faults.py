@@ -227,18 +227,14 @@ def test_a_locked_tracking_database_is_waited_for_then_named_in_one_line(workspa
     assert "PSR_TRACKING_LOCK_TIMEOUT_S" in line
 
 
-def test_training_survives_a_tracking_database_locked_mid_run(workspace, stage, stage_env):
-    """The database locked after epoch 1: the stage stops with one line, keeping its training;
-    the rerun continues it and ends bit-identical to an uninterrupted run."""
+def _train_until_an_epoch_is_saved(root: Path, env: dict[str, str]) -> subprocess.Popen:
+    """The train stage started in ``root``, returned once its first ``last.pt`` exists."""
     import time
 
-    best, last = workspace / "models/psr/best.pt", workspace / "models/resume/train/last.pt"
-    _ok(stage("train"))
-    reference = _tensors(best)
-    env = stage_env(PSR_TRACKING_LOCK_TIMEOUT_S="1")
+    last = root / "models/resume/train/last.pt"
     process = subprocess.Popen(
         [sys.executable, "-m", "pipeline.stages.train"],
-        cwd=workspace,
+        cwd=root,
         env=env,
         stderr=subprocess.PIPE,
         stdout=subprocess.DEVNULL,
@@ -247,12 +243,27 @@ def test_training_survives_a_tracking_database_locked_mid_run(workspace, stage, 
     deadline = time.monotonic() + 300
     while not last.is_file() and process.poll() is None and time.monotonic() < deadline:
         time.sleep(0.02)
+    return process
+
+
+def _finished(process: subprocess.Popen) -> subprocess.CompletedProcess:
+    stderr = process.communicate(timeout=300)[1]
+    return subprocess.CompletedProcess(process.args, process.returncode, "", stderr)
+
+
+def test_training_survives_a_tracking_database_locked_mid_run(workspace, stage, stage_env):
+    """The database locked after epoch 1: the stage stops with one line, keeping its training;
+    the rerun continues it and ends bit-identical to an uninterrupted run."""
+
+    best, last = workspace / "models/psr/best.pt", workspace / "models/resume/train/last.pt"
+    _ok(stage("train"))
+    reference = _tensors(best)
+    process = _train_until_an_epoch_is_saved(workspace, stage_env(PSR_TRACKING_LOCK_TIMEOUT_S="1"))
     lock = _Lock(workspace / "mlflow.db")
     try:
-        stderr = process.communicate(timeout=300)[1]
+        result = _finished(process)
     finally:
         lock.release()
-    result = subprocess.CompletedProcess(process.args, process.returncode, "", stderr)
     assert "stayed locked" in _one_line_error(result, "train")
     assert last.is_file()  # the training so far
 
@@ -411,7 +422,6 @@ def _mlflow_server(root: Path, port: int, stage_env) -> subprocess.Popen:
 def test_training_survives_the_tracking_server_stopping_mid_run(workspace, stage, stage_env):
     """A real MLflow server killed after epoch 1: the stage stops with one line, keeping its
     training; with the server back, the rerun continues it to the uninterrupted bytes."""
-    import time
 
     best, last = workspace / "models/psr/best.pt", workspace / "models/resume/train/last.pt"
     _ok(stage("train"))
@@ -421,21 +431,10 @@ def test_training_survives_the_tracking_server_stopping_mid_run(workspace, stage
     env = {"MLFLOW_TRACKING_URI": uri, "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0"}
     server = _mlflow_server(workspace, port, stage_env)
     try:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "pipeline.stages.train"],
-            cwd=workspace,
-            env=stage_env(**env),
-            stderr=subprocess.PIPE,
-            stdout=subprocess.DEVNULL,
-            text=True,
-        )
-        deadline = time.monotonic() + 300
-        while not last.is_file() and process.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.02)
+        process = _train_until_an_epoch_is_saved(workspace, stage_env(**env))
         os.killpg(server.pid, signal.SIGKILL)  # the server and its workers
         server.wait()
-        stderr = process.communicate(timeout=300)[1]
-        result = subprocess.CompletedProcess(process.args, process.returncode, "", stderr)
+        result = _finished(process)
         assert f"the MLflow server {uri} is not reachable" in _one_line_error(result, "train")
         assert last.is_file()
 
