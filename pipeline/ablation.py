@@ -9,7 +9,7 @@ matrix stage per arm and seed, then the report), docs/ablation.md says how to re
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -36,13 +36,14 @@ class Arm:
     model: dict[str, Any]  # ModelConfig fields over params.yaml's (member defaults fill the rest)
     loss: str
     uses_sr_weights: bool = False
-    extra: dict[str, Any] = field(default_factory=dict)
+    alpha: float | None = None  # the loss's label weight; None: params.yaml's train.loss.alpha
 
 
 #: The paper's ablation, in its order: each arm adds one thing to the one before.
 ARMS: dict[str, Arm] = {
     "vgg16_ce": Arm("single-scale vgg16, cross-entropy", {"name": "vgg16"}, "ce"),
-    "vgg16_ls": Arm("+ uniform label smoothing", {"name": "vgg16"}, "uniform_ls"),
+    # alpha 0.9: the official LabelSmoothingLoss default (prlab.fastai.utils)
+    "vgg16_ls": Arm("+ uniform label smoothing", {"name": "vgg16"}, "uniform_ls", alpha=0.9),
     "vgg16_pdls": Arm("+ PDLS (the crowd-vote prior)", {"name": "vgg16"}, "pdls"),
     "pyramid_bicubic": Arm(
         "pyramid [1, 2, 1], bicubic instead of SR",
@@ -110,7 +111,10 @@ def train_config(params: Params, arm: str, seed: int) -> TrainConfig:
     ablation's epochs: the same budget for every arm."""
     cfg = params.ablate
     train = params.train
-    loss = train.loss.model_copy(update={"name": ARMS[arm].loss, "targets": "labels"})
+    update: dict[str, Any] = {"name": ARMS[arm].loss, "targets": "labels"}
+    if ARMS[arm].alpha is not None:
+        update["alpha"] = ARMS[arm].alpha
+    loss = train.loss.model_copy(update=update)
     phases = {
         name: phase.model_copy(update={"epochs": epochs})
         for name, phase, epochs in (

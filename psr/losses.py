@@ -180,9 +180,10 @@ def uniform_prior(num_classes: int) -> torch.Tensor:
 
 
 def uniform_label_smoothing(
-    num_classes: int, alpha: float = 0.8, class_weights: ArrayLike | None = None
+    num_classes: int, alpha: float = 0.9, class_weights: ArrayLike | None = None
 ) -> PDLSLoss:
-    """Uniform label smoothing = PDLS with the uniform prior (smoothing 1 - alpha)."""
+    """Uniform label smoothing = PDLS with the uniform prior (smoothing 1 - alpha); alpha 0.9 is
+    the official ``LabelSmoothingLoss`` default."""
     return PDLSLoss(uniform_prior(num_classes), alpha, class_weights)
 
 

@@ -40,7 +40,7 @@ FAMILY: dict[str, Member] = {
         {"multiples": [1, 2, 1], "stn": True, "sr": "bicubic"},
     ),
     "psr_espcn": Member(
-        "PSR with an ESPCN sub-pixel SR network (earlier PSR versions)",
+        "PSR with the official SRNet3, an ESPCN-style SR network (earlier PSR versions)",
         {"multiples": [1, 2, 1], "stn": True, "sr": "espcn"},
     ),
     "vgg16": Member(

@@ -7,12 +7,15 @@ from torch import nn
 
 
 class ConcatPool(nn.Module):
-    """Adaptive average- and max-pool to 1x1, concatenated: [B, C, h, w] -> [B, 2C, 1, 1]."""
+    """Adaptive max- and average-pool to 1x1, concatenated: [B, C, h, w] -> [B, 2C, 1, 1].
+
+    Max first, as fastai's ``AdaptiveConcatPool2d``: the first BatchNorm and Linear of an
+    official (fastai) head expect that order."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        avg = nn.functional.adaptive_avg_pool2d(x, 1)
         mx = nn.functional.adaptive_max_pool2d(x, 1)
-        return torch.cat([avg, mx], dim=1)
+        avg = nn.functional.adaptive_avg_pool2d(x, 1)
+        return torch.cat([mx, avg], dim=1)
 
 
 def build_head(in_channels: int, num_classes: int, hidden: int = 512) -> nn.Sequential:
@@ -31,9 +34,6 @@ def build_head(in_channels: int, num_classes: int, hidden: int = 512) -> nn.Sequ
         nn.Dropout(0.5),
         nn.Linear(hidden, num_classes),  # [B, K]
     )
-    # fastai v1 initialises its head's linear layers with kaiming-normal weights and zero bias.
-    for m in head.modules():
-        if isinstance(m, nn.Linear):
-            nn.init.kaiming_normal_(m.weight)
-            nn.init.zeros_(m.bias)
+    # PyTorch's default init, as the official head: PyramidShare builds it with fastai's
+    # create_cnn_model, which (unlike cnn_learner) applies no kaiming init to the head.
     return head

@@ -4,7 +4,8 @@
   official EDSR-PyTorch layout (``head.0``, ``body.<i>.body.0/2``, ``body.<n>``, ``tail.0.*``,
   ``tail.1``) so its released state dicts load; the mean-shift layers are left out because the
   network works on already normalised tensors.
-- :class:`ESPCN`: the sub-pixel network of Shi et al. 2016 (earlier PSR versions).
+- :class:`ESPCN`: the official ``SRNet3`` (outside_collection), an ESPCN-style sub-pixel network
+  (Shi et al. 2016) of earlier PSR versions, run on each colour channel with shared weights.
 - :class:`Interpolation`: bicubic/bilinear resizing, the "no super resolution" ablation.
 
 :func:`build_sr` is the one constructor, used by the PSR model and by SR pre-training alike, so a
@@ -84,7 +85,11 @@ class EDSR(nn.Module):
 
 
 class ESPCN(nn.Module):
-    """Efficient sub-pixel CNN: two tanh feature convs, then conv to 3*r^2 channels + shuffle."""
+    """The official SRNet3: one single-channel sub-pixel net shared by R, G and B.
+
+    conv5x5(1->F) ReLU, conv3x3(F->F) ReLU, conv3x3(F->F/2) ReLU, conv3x3(F/2->r^2), PixelShuffle;
+    orthogonal init (ReLU gain on the first three convs), as the official code.
+    """
 
     def __init__(self, scale: int = 2, features: int = 64) -> None:
         super().__init__()
@@ -92,16 +97,24 @@ class ESPCN(nn.Module):
             raise ValueError(f"ESPCN scale must be one of {SR_SCALES}, got {scale}")
         self.scale = scale
         self.body = nn.Sequential(
-            nn.Conv2d(3, features, kernel_size=5, padding=2),
-            nn.Tanh(),
+            nn.Conv2d(1, features, kernel_size=5, padding=2),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(features, features, kernel_size=3, padding=1),
+            nn.ReLU(inplace=True),
             nn.Conv2d(features, features // 2, kernel_size=3, padding=1),
-            nn.Tanh(),
-            nn.Conv2d(features // 2, 3 * scale * scale, kernel_size=3, padding=1),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(features // 2, scale * scale, kernel_size=3, padding=1),
             nn.PixelShuffle(scale),
         )
+        convs = [m for m in self.body if isinstance(m, nn.Conv2d)]
+        for conv in convs[:-1]:
+            nn.init.orthogonal_(conv.weight, nn.init.calculate_gain("relu"))
+        nn.init.orthogonal_(convs[-1].weight)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.body(x)  # [B, 3, h*scale, w*scale]
+        b, c, h, w = x.shape
+        out = self.body(x.reshape(b * c, 1, h, w))  # every channel through the same net
+        return out.reshape(b, c, h * self.scale, w * self.scale)  # [B, C, h*scale, w*scale]
 
 
 class Interpolation(nn.Module):

@@ -49,6 +49,10 @@ class STN(nn.Module):
             raise ValueError(f"image_size={image_size} is too small for the STN (needs >= 18)")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        theta = self.regressor(self.localisation(x)).view(-1, 2, 3)  # [B, 2, 3]
-        grid = F.affine_grid(theta, list(x.shape), align_corners=True)  # [B, S, S, 2]
-        return F.grid_sample(x, grid, align_corners=True)  # [B, 3, S, S]
+        # float32 even under autocast: bf16 keeps 8 significant bits, so grid coordinates in
+        # [-1, 1] would land up to ~0.2 px off at S = 96 and the warp would jitter.
+        with torch.autocast(x.device.type, enabled=False):
+            x = x.to(torch.promote_types(x.dtype, torch.float32))  # float64 stays
+            theta = self.regressor(self.localisation(x)).view(-1, 2, 3)  # [B, 2, 3]
+            grid = F.affine_grid(theta, list(x.shape), align_corners=True)  # [B, S, S, 2]
+            return F.grid_sample(x, grid, align_corners=True)  # [B, 3, S, S]

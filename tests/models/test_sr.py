@@ -102,3 +102,17 @@ def test_official_file_loads_through_the_config(tmp_path) -> None:
     torch.save(state, path)
     model = create_model("psr", image_size=64, width=0.125, sr_weights={2: str(path)})
     torch.testing.assert_close(model.sr.tail[1].weight, state["tail.1.weight"])
+
+
+def test_espcn_is_the_official_srnet3_shared_across_channels() -> None:
+    torch.manual_seed(0)
+    net = build_sr("espcn", 2, features=16)
+    convs = [(m.in_channels, m.out_channels, m.kernel_size[0]) for m in net.modules()
+             if isinstance(m, torch.nn.Conv2d)]  # fmt: skip
+    assert convs == [(1, 16, 5), (16, 16, 3), (16, 8, 3), (8, 4, 3)]
+    x = torch.randn(2, 3, 12, 12)
+    out = net(x)
+    assert out.shape == (2, 3, 24, 24)
+    # one network for every channel: swapping input channels swaps the outputs
+    torch.testing.assert_close(net(x[:, [2, 0, 1]]), out[:, [2, 0, 1]])
+    torch.testing.assert_close(net(x[:, :1].expand(-1, 3, -1, -1))[:, 2], out[:, 0])

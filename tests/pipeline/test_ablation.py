@@ -48,7 +48,8 @@ def test_arms_change_only_what_their_row_adds(params):
         "pdls",
     ]
     assert {loss.targets for loss in losses.values()} == {"labels"}
-    assert {loss.alpha for loss in losses.values()} == {params.train.loss.alpha}
+    assert losses["vgg16_ls"].alpha == 0.9  # the official uniform LabelSmoothingLoss default
+    assert {losses[a].alpha for a in losses if a != "vgg16_ls"} == {params.train.loss.alpha}
 
 
 def test_every_arm_gets_the_same_budget_and_its_seed(params):
