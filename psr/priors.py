@@ -24,6 +24,25 @@ from psr.fileio import atomic_write
 
 _N_EMOTIONS = len(EXPRESSIONS)
 
+#: The official constant prior ``fer_emo_dis`` (prlab_utils v1.0.0, prlab/emotion/emo_const.py),
+#: rows and columns in EXPRESSIONS order. The authors computed it from FER+'s training votes;
+#: :func:`prior_from_vote_file` recomputes it from fer2013new.csv (entries differ by up to 0.022).
+OFFICIAL_PRIOR: tuple[tuple[float, ...], ...] = (
+    (0.777334, 0.03261, 0.017447, 0.114091, 0.026224, 0.007145, 0.004379, 0.020772),
+    (0.042842, 0.917618, 0.023221, 0.004816, 0.004217, 0.001969, 0.001755, 0.003563),
+    (0.058354, 0.035775, 0.787254, 0.01037, 0.014319, 0.003015, 0.088513, 0.0024),
+    (0.170124, 0.013292, 0.008632, 0.747902, 0.022808, 0.011237, 0.015923, 0.010082),
+    (0.074781, 0.02535, 0.060215, 0.031924, 0.740551, 0.034938, 0.023251, 0.008989),
+    (0.08959, 0.017445, 0.016911, 0.088629, 0.125152, 0.620813, 0.007788, 0.033671),
+    (0.042815, 0.012239, 0.169483, 0.072557, 0.027228, 0.013045, 0.658964, 0.003671),
+    (0.147933, 0.022174, 0.00989, 0.042923, 0.033551, 0.059924, 0.005507, 0.678099),
+)
+
+
+def official_prior(class_names: Sequence[str] = EXPRESSIONS) -> np.ndarray:
+    """:data:`OFFICIAL_PRIOR` in ``class_names`` order (re-indexed by :func:`reindex`)."""
+    return reindex(np.array(OFFICIAL_PRIOR), EXPRESSIONS, class_names)
+
 
 def prior_from_votes(
     votes: np.ndarray,

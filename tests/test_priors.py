@@ -235,3 +235,26 @@ def test_prior_for_a_seven_class_split_still_needs_its_own_classes(tmp_path):
     no_fear = kept[kept[:, :8].argmax(axis=1) != EXPRESSIONS.index("fear")]
     with pytest.raises(ValueError, match=r"no images labelled \['fear'\]"):
         paper_prior(no_fear, required=class_names("ferplus", 7))
+
+
+def test_official_prior_is_the_authors_constant_reindexed_by_name():
+    from psr.priors import OFFICIAL_PRIOR, official_prior
+
+    matrix = official_prior()
+    np.testing.assert_array_equal(matrix, np.array(OFFICIAL_PRIOR))
+    assert matrix[0, 0] == 0.777334 and matrix[7, 5] == 0.059924  # neutral, contempt->disgust
+    np.testing.assert_allclose(matrix.sum(axis=1), 1.0, atol=3e-6)
+    rafdb = class_names("rafdb")
+    raf = official_prior(rafdb)  # 7 classes: contempt dropped, rows not renormalised
+    i, j = rafdb.index("anger"), rafdb.index("surprise")
+    assert raf[i, j] == OFFICIAL_PRIOR[EXPRESSIONS.index("anger")][EXPRESSIONS.index("surprise")]
+    assert raf.sum(axis=1).min() < 0.97  # disgust's row lost contempt's 0.034
+
+
+@needs_real
+def test_official_prior_is_close_to_but_not_the_recomputed_one():
+    from psr.priors import official_prior
+
+    gap = np.abs(official_prior() - prior_from_vote_file(REAL_VOTES))
+    assert 0.01 < gap.max() < 0.03, gap.max()
+

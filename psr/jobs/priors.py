@@ -1,8 +1,9 @@
 """Job ``priors``: the PDLS label prior of a prepared dataset, in its class order.
 
 The paper's prior comes from FER+ crowd votes: the training split's own votes (FER+ and the
-embedded synthetic data), or a FER+ vote file re-indexed by class name (RAF-DB, AffectNet).
-``uniform`` turns PDLS into plain label smoothing (the paper's ablation).
+embedded synthetic data), or a FER+ vote file re-indexed by class name. ``official`` is the
+authors' constant matrix (what the official RAF-DB and AffectNet runs use), re-indexed the same
+way; ``uniform`` turns PDLS into plain label smoothing (the paper's ablation).
 """
 
 from __future__ import annotations
@@ -20,10 +21,12 @@ class PriorsConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    kind: Literal["votes", "uniform"] = Field(
+    kind: Literal["votes", "official", "uniform"] = Field(
         "votes",
         description="votes: the paper's prior from crowd votes (the train split's, or votes_file "
-        "re-indexed); uniform: 1/K (PDLS becomes plain label smoothing)",
+        "re-indexed); official: the authors' constant fer_emo_dis re-indexed to the dataset's "
+        "classes (the official RAF-DB and AffectNet runs); uniform: 1/K (PDLS becomes plain "
+        "label smoothing)",
     )
     votes_file: Path | None = Field(
         None, description="FER+ vote file (fer2013new.csv) for datasets without crowd votes"
@@ -48,12 +51,14 @@ class PriorsResult:
 def compute(cfg: PriorsConfig, data: str | Path) -> tuple[tuple[str, ...], np.ndarray, str]:
     """``(class_names, matrix, source)`` of the configured prior for the dataset at ``data``."""
     from psr.data.prepared import read_manifest
-    from psr.priors import prior_for_dataset, uniform
+    from psr.priors import official_prior, prior_for_dataset, uniform
 
-    if cfg.kind == "uniform":
-        names = tuple(read_manifest(data)["class_names"])
-        return names, uniform(len(names)), "uniform"
-    return prior_for_dataset(data, cfg.votes_file, cfg.missing)
+    if cfg.kind == "votes":
+        return prior_for_dataset(data, cfg.votes_file, cfg.missing)
+    names = tuple(read_manifest(data)["class_names"])
+    if cfg.kind == "official":
+        return names, official_prior(names), "official fer_emo_dis (prlab_utils v1.0.0)"
+    return names, uniform(len(names)), "uniform"
 
 
 def run(

@@ -54,3 +54,13 @@ def test_prior_in_another_class_order_is_reindexed_by_name(tmp_path):
 def test_priors_config_forbids_unknown_keys():
     with pytest.raises(ValueError, match="kindd"):
         priors.PriorsConfig(kindd="votes")
+
+
+def test_priors_job_official_kind_is_the_constant_in_the_datasets_order(prepared):
+    from psr.data.prepared import read_manifest
+    from psr.priors import official_prior
+
+    names, matrix, source = priors.compute(priors.PriorsConfig(kind="official"), prepared)
+    assert names == tuple(read_manifest(prepared)["class_names"])
+    np.testing.assert_array_equal(matrix, official_prior(names))
+    assert "fer_emo_dis" in source
