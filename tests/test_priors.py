@@ -257,4 +257,3 @@ def test_official_prior_is_close_to_but_not_the_recomputed_one():
 
     gap = np.abs(official_prior() - prior_from_vote_file(REAL_VOTES))
     assert 0.01 < gap.max() < 0.03, gap.max()
-

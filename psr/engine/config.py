@@ -141,8 +141,16 @@ class TrainConfig(BaseModel):
     seed: int = Field(
         0, ge=0, description="data order, augmentation, dropout (initial weights: the caller's)"
     )
+    selection: Literal["official", "best_accuracy"] = Field(
+        "official",
+        description="which epoch best.pt keeps. official (prlab's training_adam_sgd with "
+        "fastai's SaveModelCallback on valid_loss): in each phase the epoch with the lowest "
+        "validation loss, the next phase starts from it, the result is the last phase's; "
+        "best_accuracy: the highest validation accuracy over all phases, each phase continuing "
+        "from the one before's last epoch",
+    )
     early_stopping: int | None = Field(
-        None, ge=1, description="stop after this many epochs without a better valid accuracy"
+        None, ge=1, description="stop after this many epochs without a better selected epoch"
     )
     data_fraction: float = Field(
         1.0, gt=0, le=1, description="stratified fraction of the training split (fast trials)"

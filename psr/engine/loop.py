@@ -43,8 +43,8 @@ Callback = Callable[[int, dict[str, float]], None]
 
 @dataclass
 class FitResult:
-    best_metric: float  # validation accuracy (fused prediction) of the best epoch
-    best_epoch: int  # global epoch index, 0-based across both phases
+    best_metric: float  # validation accuracy (fused prediction) of the selected epoch
+    best_epoch: int  # the selected epoch (cfg.selection): global index, 0-based
     history: list[dict[str, float]]  # one metrics dict per epoch
     last_checkpoint: Path  # full training state (resumable)
     best_checkpoint: Path  # inference checkpoint (psr.models.save_model)
@@ -106,7 +106,8 @@ def fit(
     channels: int | None = None,
 ) -> FitResult:
     """Train ``model`` (branch logits ``[B, n, K]``, with ``param_groups()``) with the two-phase
-    one-cycle recipe and keep the epoch with the best validation accuracy as ``best.pt``.
+    one-cycle recipe and keep the epoch that ``cfg.selection`` picks as ``best.pt`` (official:
+    each phase's lowest validation loss, the next phase starting from it).
 
     ``prior`` is the ``[K, K]`` matrix the PDLS losses need. ``class_names``, ``model_config``
     and ``image_size`` (stored in ``best.pt``) default to the split's names and the model's
@@ -150,7 +151,7 @@ def fit(
                 _run_phase(run, phase_index, phase_end, progress, state)
         bar.close()
 
-    best_epoch = _best_epoch(progress.history)
+    best_epoch = _best_epoch(progress.history, cfg.selection)
     return FitResult(
         best_metric=progress.history[best_epoch]["valid_acc"],
         best_epoch=best_epoch,
@@ -261,16 +262,19 @@ def _run_phase(
     if state["optimizer"] is not None and state["phase"] == index:
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
+    elif cfg.selection == "official" and progress.history:
+        _start_from_best(run)
     while progress.epoch < phase_end and not progress.stopped:
         metrics = _run_epoch(run, index, progress.epoch, optimizer, scheduler)
         progress.history.append(metrics)
         progress.epoch += 1
         progress.stopped = (
-            _should_stop(progress.history, cfg.early_stopping) and progress.epoch < cfg.total_epochs
+            _should_stop(progress.history, cfg.selection, cfg.early_stopping)
+            and progress.epoch < cfg.total_epochs
         )
         _record_epoch(run, progress, index, optimizer, scheduler)
     if progress.stopped:
-        log.info("early stopping: no better valid_acc for %d epochs", cfg.early_stopping)
+        log.info("early stopping: no better epoch (%s) for %d", cfg.selection, cfg.early_stopping)
 
 
 def _run_epoch(
@@ -320,7 +324,7 @@ def _record_epoch(
     ``last.pt``, then calls the callbacks once every rank is done with the epoch."""
     metrics = progress.history[-1]
     if run.dist.is_main:
-        if _best_epoch(progress.history) == len(progress.history) - 1:
+        if _best_epoch(progress.history, run.cfg.selection) == len(progress.history) - 1:
             run.out.save_best(run.model, metrics, run.cfg.augment.model_dump())
         state = ckpt.training_state(
             config=run.cfg.model_dump(mode="json"),
@@ -379,13 +383,32 @@ def _check_class_order(train_split: SplitLike, valid_split: SplitLike) -> None:
         )
 
 
-def _best_epoch(history: list[dict[str, float]]) -> int:
-    """The first epoch with the highest validation accuracy."""
+def _start_from_best(run: _Run) -> None:
+    """The official hand-over: a new phase starts from the previous phase's selected epoch
+    (``best.pt``, written by rank 0 before the barrier that ended that epoch)."""
+    from psr.models.weights import read_state_dict
+
+    checkpoint = read_state_dict(run.out.best, "best checkpoint")
+    run.model.load_state_dict(checkpoint["state_dict"])
+    if run.dist.is_main:
+        epoch = int(checkpoint["extra"]["epoch"])
+        log.info("the next phase starts from epoch %d (%s)", epoch + 1, run.out.best)
+
+
+def _best_epoch(history: list[dict[str, float]], selection: str) -> int:
+    """The selected epoch: ``official``, the first epoch of the latest phase with the lowest
+    validation loss; ``best_accuracy``, the first with the highest validation accuracy."""
+    if selection == "official":
+        phase = history[-1]["phase"]
+        epochs = [i for i, m in enumerate(history) if m["phase"] == phase]
+        return min(epochs, key=lambda i: (history[i]["valid_loss"], i))
     return max(range(len(history)), key=lambda i: (history[i]["valid_acc"], -i))
 
 
-def _should_stop(history: list[dict[str, float]], patience: int | None) -> bool:
-    return patience is not None and len(history) - 1 - _best_epoch(history) >= patience
+def _should_stop(history: list[dict[str, float]], selection: str, patience: int | None) -> bool:
+    if patience is None:
+        return False
+    return len(history) - 1 - _best_epoch(history, selection) >= patience
 
 
 def _format_epoch(m: dict[str, float], total: int) -> str:

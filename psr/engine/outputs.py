@@ -51,7 +51,9 @@ class Outputs:
 
         extra = {
             "epoch": int(metrics["epoch"]),
+            "phase": int(metrics["phase"]),
             "valid_acc": float(metrics["valid_acc"]),
+            "valid_loss": float(metrics["valid_loss"]),
             "channels": self.channels,
             "augment": augment,  # test-time augmentation reuses the training recipe's views
         }

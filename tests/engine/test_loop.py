@@ -79,13 +79,14 @@ def test_discriminative_lrs_reach_the_right_groups(kit, tmp_path):
     assert result.history[0]["lr_0"] == pytest.approx(1e-3 / 25e4)
 
 
-def test_resume_reproduces_an_uninterrupted_run_exactly(kit, tmp_path):
+@pytest.mark.parametrize("stop_after", [0, 1], ids=["mid-phase", "at-the-phase-hand-over"])
+def test_resume_reproduces_an_uninterrupted_run_exactly(kit, tmp_path, stop_after):
     cfg = kit.tiny_config(epochs1=2, epochs2=1, sampler="balanced")
     straight, _ = _fit(kit, cfg, tmp_path / "straight")
 
     with pytest.raises(Interrupt):
-        _fit(kit, cfg, tmp_path / "resumed", callbacks=[_interrupt_after(0)])
-    assert load_state(tmp_path / "resumed" / "last.pt")["epoch"] == 1
+        _fit(kit, cfg, tmp_path / "resumed", callbacks=[_interrupt_after(stop_after)])
+    assert load_state(tmp_path / "resumed" / "last.pt")["epoch"] == stop_after + 1
     resumed, result = _fit(
         kit, cfg, tmp_path / "resumed", model=kit.tiny_model(seed=5), resume=True
     )
@@ -174,6 +175,7 @@ def test_early_stopping_ends_the_run(kit, tmp_path):
         phase1=PhaseConfig(epochs=5, **frozen),
         phase2=PhaseConfig(epochs=5, optimizer="sgd", **frozen),
         early_stopping=2,
+        selection="best_accuracy",
     )
     _, result = _fit(kit, cfg, tmp_path)
     assert result.stopped_early
@@ -286,3 +288,64 @@ def test_non_finite_weights_after_an_epoch_are_not_checkpointed(kit, tmp_path):
     state = load_state(tmp_path / "last.pt")
     assert state["epoch"] == 1 and len(state["history"]) == 1
     assert torch.load(tmp_path / "best.pt", weights_only=True)["extra"]["epoch"] == 0
+
+
+def test_selection_rules_on_a_made_up_history():
+    from psr.engine.loop import _best_epoch
+
+    history = [
+        {"phase": 1, "valid_loss": 1.0, "valid_acc": 0.5},
+        {"phase": 1, "valid_loss": 0.5, "valid_acc": 0.6},
+        {"phase": 1, "valid_loss": 0.7, "valid_acc": 0.9},
+        {"phase": 2, "valid_loss": 0.9, "valid_acc": 0.7},
+        {"phase": 2, "valid_loss": 0.8, "valid_acc": 0.6},
+        {"phase": 2, "valid_loss": 0.8, "valid_acc": 0.8},
+    ]
+    # official: the last phase's lowest valid loss (first of ties), phase 1's better epochs lose
+    assert _best_epoch(history, "official") == 4
+    assert _best_epoch(history[:3], "official") == 1  # within phase 1
+    assert _best_epoch(history, "best_accuracy") == 2
+
+
+@pytest.mark.parametrize("selection", ["official", "best_accuracy"])
+def test_phase_two_starts_from_the_selected_epoch_of_phase_one(kit, tmp_path, selection):
+    """After phase 1 the test scrambles the weights: the official hand-over reloads phase 1's
+    selected epoch (best.pt), best_accuracy continues from the (scrambled) last weights.
+    Phase 2's lr is ~0, so its first epoch shows where it started."""
+    from psr.engine import PhaseConfig
+    from psr.engine.loop import _best_epoch
+
+    model = kit.tiny_model()
+    cfg = kit.tiny_config(
+        phase1=PhaseConfig(epochs=3, lrs=(1e-3, 5e-2, 5e-2)),
+        phase2=PhaseConfig(epochs=2, optimizer="sgd", lrs=(1e-12,)),
+        selection=selection,
+    )
+    seen: dict[str, dict[str, torch.Tensor]] = {}
+
+    def params() -> dict[str, torch.Tensor]:
+        return {k: p.detach().clone() for k, p in model.named_parameters()}
+
+    def callback(epoch, metrics):
+        if epoch == 2:  # phase 1's last epoch is recorded: best.pt holds its selected epoch
+            best = torch.load(tmp_path / "best.pt", weights_only=True)["state_dict"]
+            seen["phase1_best"] = {k: best[k] for k, _ in model.named_parameters()}
+            with torch.no_grad():
+                for p in model.parameters():
+                    p.add_(torch.randn_like(p))
+            seen["scrambled"] = params()
+        if epoch == 3:
+            seen["phase2_first"] = params()
+
+    _, result = _fit(kit, cfg, tmp_path, model=model, callbacks=[callback])
+    start = "phase1_best" if selection == "official" else "scrambled"
+    other = "scrambled" if selection == "official" else "phase1_best"
+    for key, value in seen["phase2_first"].items():
+        torch.testing.assert_close(value, seen[start][key], atol=1e-6, rtol=0)
+    assert any(not torch.allclose(seen[other][k], v) for k, v in seen["phase2_first"].items())
+    assert result.best_epoch == _best_epoch(result.history, selection)
+    if selection == "official":
+        phase2 = result.history[3:]
+        assert result.best_epoch == 3 + min(range(2), key=lambda i: phase2[i]["valid_loss"])
+    best = torch.load(tmp_path / "best.pt", weights_only=True)["extra"]
+    assert best["epoch"] == result.best_epoch
