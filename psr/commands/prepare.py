@@ -29,6 +29,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--n-folds", type=int, default=5, help="validation: one of n folds")
     parser.add_argument("--fold", type=int, default=0, help="which fold is validation")
     parser.add_argument("--valid-fraction", type=float, help="instead of folds: holdout share")
+    parser.add_argument(
+        "--valid-per-class",
+        type=int,
+        help="instead of folds: a class-balanced validation set of this many images per class",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--face-margin", type=float, default=0.0, help="AffectNet box margin")
     parser.add_argument("--workers", type=int, help="decoding processes (default: all cores)")
@@ -51,6 +56,7 @@ def run(args: argparse.Namespace) -> int:
         n_folds=args.n_folds,
         fold=args.fold,
         valid_fraction=args.valid_fraction,
+        valid_per_class=args.valid_per_class,
         seed=args.seed,
         face_margin=args.face_margin,
         workers=args.workers,

@@ -96,6 +96,7 @@ def open_affectnet(
     n_folds: int = 5,
     fold: int = 0,
     valid_fraction: float | None = None,
+    valid_per_class: int | None = None,
 ) -> DatasetSource:
     """The original release as records: faces cropped with their box widened by ``face_margin``.
 
@@ -131,7 +132,7 @@ def open_affectnet(
         names,
         protocol={"release": "original", "face_margin": face_margin},
         files={"lists": str(root / LISTS), "images": str(root / IMAGES)},
-        split_args=(seed, n_folds, fold, valid_fraction),
+        split_args=(seed, n_folds, fold, valid_fraction, valid_per_class),
     )
 
 
@@ -151,6 +152,7 @@ def open_affectnet_compact(
     n_folds: int = 5,
     fold: int = 0,
     valid_fraction: float | None = None,
+    valid_per_class: int | None = None,
 ) -> DatasetSource:
     """The compact release as records (faces already cropped)."""
     root = Path(source)
@@ -177,7 +179,7 @@ def open_affectnet_compact(
         names,
         protocol={"release": "compact"},
         files={folder: str(root / folder) for folder in COMPACT_SPLITS},
-        split_args=(seed, n_folds, fold, valid_fraction),
+        split_args=(seed, n_folds, fold, valid_fraction, valid_per_class),
     )
 
 
@@ -186,7 +188,7 @@ def _source(
     names: tuple[str, ...],
     protocol: dict[str, object],
     files: dict[str, str],
-    split_args: tuple[int, int, int, float | None],
+    split_args: tuple[int, int, int, float | None, int | None],
 ) -> DatasetSource:
     """Carve validation from train and describe the protocol."""
     if not carve_validation(items, *split_args):

@@ -49,6 +49,7 @@ def open_folder(
     n_folds: int = 5,
     fold: int = 0,
     valid_fraction: float | None = None,
+    valid_per_class: int | None = None,
 ) -> DatasetSource:
     """An image folder as records, classes in canonical order.
 
@@ -77,8 +78,8 @@ def open_folder(
         raise ValueError(f"{splits['train']} holds no .png/.jpg images in class folders")
     protocol: dict[str, object] = {"num_classes": num_classes, "valid": "valid/ folder"}
     if "valid" not in splits:
-        carve_validation(records, seed, n_folds, fold, valid_fraction)
-        protocol["valid"] = describe(seed, n_folds, fold, valid_fraction)
+        carve_validation(records, seed, n_folds, fold, valid_fraction, valid_per_class)
+        protocol["valid"] = describe(seed, n_folds, fold, valid_fraction, valid_per_class)
     return DatasetSource(
         dataset="folder",
         class_names=names,

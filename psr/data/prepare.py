@@ -82,6 +82,12 @@ class PrepareConfig(BaseModel):
     valid_fraction: float | None = Field(
         None, gt=0, lt=1, description="instead of folds: a stratified holdout of this share"
     )
+    valid_per_class: int | None = Field(
+        None,
+        ge=1,
+        description="instead of folds: a seeded class-balanced validation set of this many "
+        "training images per class (the official AffectNet recipe: 1000)",
+    )
     seed: int = 0
     face_margin: float = Field(0.0, ge=0, description="AffectNet: box widened by this fraction")
     workers: int | None = Field(None, ge=0, description="decoding processes; 0 = in process")
@@ -96,6 +102,7 @@ def open_source(cfg: PrepareConfig) -> DatasetSource:
     """The reader for ``cfg.dataset``, with the options that apply to it."""
     split = {"seed": cfg.seed, "n_folds": cfg.n_folds, "fold": cfg.fold}
     split["valid_fraction"] = cfg.valid_fraction  # type: ignore[assignment]
+    split["valid_per_class"] = cfg.valid_per_class  # type: ignore[assignment]
     if cfg.dataset == "ferplus":
         return open_ferplus(cfg.source, cfg.vote_mode, cfg.num_classes or 8, cfg.votes)
     if cfg.dataset == "rafdb":

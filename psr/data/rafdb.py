@@ -82,6 +82,7 @@ def open_rafdb(
     n_folds: int = 5,
     fold: int = 0,
     valid_fraction: float | None = None,
+    valid_per_class: int | None = None,
 ) -> DatasetSource:
     """RAF-DB basic as records; ``source`` is the ``basic/`` folder or its parent."""
     if images not in ("aligned", "original"):
@@ -112,7 +113,7 @@ def open_rafdb(
         protocol={
             "num_classes": num_classes,
             "images": images,
-            "valid": describe(seed, n_folds, fold, valid_fraction),
+            "valid": describe(seed, n_folds, fold, valid_fraction, valid_per_class),
             "test": "official test",
         },
         files={"labels": str(label_file), "images": str(root / "Image" / images)},

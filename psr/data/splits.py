@@ -35,13 +35,20 @@ def validation_mask(
     n_folds: int = 5,
     fold: int = 0,
     fraction: float | None = None,
+    per_class: int | None = None,
 ) -> np.ndarray:
     """Boolean ``[N]``: which training samples become validation.
 
-    Fold ``fold`` of a seeded stratified ``n_folds`` split, or, when ``fraction`` is given, a
-    seeded stratified holdout of that share of every class.
+    Fold ``fold`` of a seeded stratified ``n_folds`` split; or, when ``fraction`` is given, a
+    seeded stratified holdout of that share of every class; or, when ``per_class`` is given, a
+    seeded class-balanced draw of that many samples of every class (the official AffectNet
+    helper's ``balanced_sampler``, 1000 per class, seeded here).
     """
     labels = np.asarray(labels)
+    if fraction is not None and per_class is not None:
+        raise ValueError("give valid_fraction or valid_per_class, not both")
+    if per_class is not None:
+        return _balanced_mask(labels, seed, per_class)
     if fraction is not None:
         if not 0.0 < fraction < 1.0:
             raise ValueError(f"valid_fraction must be in (0, 1), got {fraction}")
@@ -56,26 +63,48 @@ def validation_mask(
     return stratified_folds(labels, n_folds, seed) == fold
 
 
+def _balanced_mask(labels: np.ndarray, seed: int, per_class: int) -> np.ndarray:
+    if per_class < 1:
+        raise ValueError(f"valid_per_class must be at least 1, got {per_class}")
+    classes, counts = np.unique(labels, return_counts=True)
+    short = {int(c): int(n) for c, n in zip(classes, counts, strict=True) if n <= per_class}
+    if short:
+        raise ValueError(
+            f"valid_per_class={per_class} would leave no training images of class(es) "
+            f"{sorted(short)} (training images per class: {short})"
+        )
+    rng = np.random.default_rng(seed)
+    mask = np.zeros(len(labels), dtype=bool)
+    for cls in classes:
+        mask[rng.permutation(np.flatnonzero(labels == cls))[:per_class]] = True
+    return mask
+
+
 def carve_validation(
     items: list[Record | Skipped],
     seed: int,
     n_folds: int = 5,
     fold: int = 0,
     fraction: float | None = None,
+    per_class: int | None = None,
 ) -> int:
     """Move the :func:`validation_mask` share of the ``train`` records to ``valid``, in place;
     return how many training records there were (rejected rows are left alone)."""
     train = [k for k, r in enumerate(items) if isinstance(r, Record) and r.split == "train"]
     labels = np.array([items[k].label for k in train], dtype=np.int64)
     for k in np.array(train, dtype=np.int64)[
-        validation_mask(labels, seed, n_folds, fold, fraction)
+        validation_mask(labels, seed, n_folds, fold, fraction, per_class)
     ]:
         items[k] = dataclasses.replace(items[k], split="valid")
     return len(train)
 
 
-def describe(seed: int, n_folds: int, fold: int, fraction: float | None) -> str:
+def describe(
+    seed: int, n_folds: int, fold: int, fraction: float | None, per_class: int | None = None
+) -> str:
     """How validation was carved, for the manifest's protocol."""
+    if per_class is not None:
+        return f"class-balanced {per_class} per class from train, seed {seed}"
     if fraction is not None:
         return f"stratified {fraction:g} of train, seed {seed}"
     return f"fold {fold} of a stratified {n_folds}-fold split of train, seed {seed}"

@@ -41,6 +41,16 @@ def test_valid_comes_from_train_and_official_validation_is_test(tmp_path, raw):
     assert Counter(r.label for r in records if r.split == "valid") == dict.fromkeys(range(8), 1)
 
 
+def test_balanced_validation_draws_the_same_count_of_every_class(tmp_path, raw):
+    codes = [0] * 20 + [1] * 9 + list(range(2, 8)) * 4  # imbalanced, as AffectNet
+    raw.write_affectnet(tmp_path, _rows(codes), _rows(list(range(8)), "v"))
+    source = open_affectnet(tmp_path, seed=1, valid_per_class=3)
+    records = list(source.records)
+    assert Counter(r.label for r in records if r.split == "valid") == dict.fromkeys(range(8), 3)
+    assert Counter(r.split for r in records) == {"train": len(codes) - 24, "valid": 24, "test": 8}
+    assert source.protocol["valid"] == "class-balanced 3 per class from train, seed 1"
+
+
 def test_faces_are_cropped_with_margin(tmp_path, raw):
     raw.write_affectnet(tmp_path, _rows([1]), _rows([1], "v"))
     plain = next(iter(open_affectnet(tmp_path).records))

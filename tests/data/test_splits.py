@@ -23,12 +23,23 @@ def test_holdout_fraction_per_class():
     assert [int(mask[labels == c].sum()) for c in range(3)] == [10, 5, 1]
 
 
+def test_balanced_draw_takes_the_same_number_of_every_class_seeded():
+    labels = np.repeat(np.arange(3), [100, 50, 10])
+    mask = validation_mask(labels, seed=0, per_class=4)
+    assert [int(mask[labels == c].sum()) for c in range(3)] == [4, 4, 4]
+    np.testing.assert_array_equal(mask, validation_mask(labels, seed=0, per_class=4))
+    assert not np.array_equal(mask, validation_mask(labels, seed=1, per_class=4))
+
+
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
         ({"fold": 5}, "fold must be in 0..4"),
         ({"fraction": 1.5}, "valid_fraction"),
         ({"n_folds": 1}, "at least 2"),
+        ({"per_class": 0}, "at least 1"),
+        ({"per_class": 10}, r"would leave no training images of class\(es\) \[0\]"),
+        ({"per_class": 2, "fraction": 0.1}, "not both"),
     ],
 )
 def test_bad_arguments(kwargs, message):
