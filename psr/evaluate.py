@@ -5,6 +5,11 @@ the pyramid adds over any single scale) and the fused prediction ``psr.models.fu
 branch softmaxes). TTA follows fastai v1 ``Learner.TTA(beta=0.4, scale=1.1)`` as used by the
 official code: ``0.4 * p(plain) + 0.6 * mean p(8 corner-zoom/flip views)``, the random views
 drawn ``TTA_REPEATS`` times (so 24 augmented views per image).
+
+The official report (prlab's ``make_report_cls``) scores each TTA repeat on its own and prints
+the mean, std, max and median of the repeats' accuracies: with TTA, ``accuracy``, ``macro_f1``
+and ``uar`` here are those means (the headline), and the blend of every view is reported beside
+them as ``pooled_*`` (it drives the probabilities, confusion matrices and calibration).
 """
 
 from __future__ import annotations
@@ -57,6 +62,11 @@ class EvalResult:
     @property
     def preds(self) -> np.ndarray:
         return self.probs.argmax(axis=1)
+
+    @property
+    def fused_accuracy(self) -> float:
+        """Accuracy of ``probs`` (with TTA the pooled blend, which the branch scores match)."""
+        return float(self.metrics.get("pooled_accuracy", self.metrics["accuracy"]))
 
 
 def branch_names_of(model: nn.Module, n_branches: int) -> tuple[str, ...]:
@@ -122,10 +132,12 @@ def evaluate(
 ) -> EvalResult:
     """Predict every image of ``split`` and compute the metrics.
 
-    With ``tta`` the metrics are those of the blend of all ``tta_repeats`` x 8 views; the mean and
-    standard deviation of each repeat's own accuracy (what the official report prints) are added as
-    ``tta_run_accuracy_mean/std``. ``augment`` is the training augmentation the views reuse (the
-    dataset's recipe: rotation 30 for FER+, 15 for RAF-DB); default: the FER+ recipe.
+    With ``tta`` the headline ``accuracy``, ``macro_f1`` and ``uar`` are the official statistic,
+    the mean over the ``tta_repeats`` repeats of each repeat's own score, with
+    ``accuracy_std/max/median`` and ``accuracy_repeat_<r>``; every other metric, ``probs`` and
+    the ``pooled_*`` scores come from the blend of all ``tta_repeats`` x 8 views. ``augment`` is
+    the training augmentation the views reuse (the dataset's recipe: rotation 30 for FER+, 15
+    for RAF-DB); default: the FER+ recipe.
 
     ``class_names`` (the model's output order) defaults to the split's; they must agree, because a
     model trained on one label order scores garbage on another.
@@ -142,7 +154,7 @@ def evaluate(
     run = {"batch_size": batch_size, "device": device, "workers": workers}
     fused, branches = _predict_view(model, split, eval_transform(image_size), **run)
     labels = np.asarray(split.labels, dtype=np.int64)
-    run_accuracies = []
+    repeat_scores: list[dict[str, float | int]] = []
     if tta:
         if tta_repeats < 1:
             raise ValueError(f"tta_repeats must be >= 1, got {tta_repeats}")
@@ -155,9 +167,8 @@ def evaluate(
                 repeat_views.append(f)
                 branch_views.append(b)
             fused_views += repeat_views
-            # The official report scores each TTA repeat on its own: keep its accuracy.
-            repeat_pred = blend_tta(fused, repeat_views, tta_beta).argmax(1).numpy()
-            run_accuracies.append(float((repeat_pred == labels).mean()))
+            repeat_probs = blend_tta(fused, repeat_views, tta_beta).numpy().astype(np.float64)
+            repeat_scores.append(classification_metrics(labels, repeat_probs, names))
         # Blending is linear, so pooling every view equals the mean of the repeats' blends.
         fused = blend_tta(fused, fused_views, tta_beta)
         branches = blend_tta(branches, branch_views, tta_beta)
@@ -167,9 +178,8 @@ def evaluate(
         raise ValueError(f"the model outputs {probs.shape[1]} classes, the split has {len(names)}")
     branch_names = branch_names_of(model, branch_probs.shape[1])
     metrics = classification_metrics(labels, probs, names, branch_probs, branch_names)
-    if run_accuracies:
-        metrics["tta_run_accuracy_mean"] = float(np.mean(run_accuracies))
-        metrics["tta_run_accuracy_std"] = float(np.std(run_accuracies))
+    if repeat_scores:
+        metrics |= official_tta_statistics(metrics, repeat_scores)
     return EvalResult(
         metrics=metrics,
         probs=probs,
@@ -180,6 +190,27 @@ def evaluate(
         branch_names=branch_names,
         tta=tta,
     )
+
+
+#: Scores the official report takes per TTA repeat (its "uas" is the UAR).
+REPEAT_SCORES: tuple[str, ...] = ("accuracy", "macro_f1", "uar")
+
+
+def official_tta_statistics(
+    pooled: Mapping[str, float | int], repeats: Sequence[Mapping[str, float | int]]
+) -> dict[str, float]:
+    """The official TTA report: per-repeat accuracy, its mean (the headline), std, max and median,
+    the mean macro-F1 and UAR of the repeats; the pooled blend's scores as ``pooled_*``."""
+    accuracies = np.array([r["accuracy"] for r in repeats], dtype=np.float64)
+    out = {f"pooled_{key}": float(pooled[key]) for key in REPEAT_SCORES}
+    out |= {key: float(np.mean([r[key] for r in repeats])) for key in REPEAT_SCORES}
+    out |= {
+        "accuracy_std": float(np.std(accuracies)),
+        "accuracy_max": float(np.max(accuracies)),
+        "accuracy_median": float(np.median(accuracies)),
+    }
+    out |= {f"accuracy_repeat_{r}": float(a) for r, a in enumerate(accuracies, start=1)}
+    return out
 
 
 def load_sidecar(path: str | Path, key: str | None = None) -> pd.DataFrame:

@@ -105,7 +105,7 @@ def plot_branches(results: Mapping[str, EvalResult], path: Path) -> None:
     fig, ax = plt.subplots(figsize=(1.5 + 1.1 * len(labels), 3.5))
     for i, (name, result) in enumerate(results.items()):
         accs = [result.metrics[f"branch_accuracy_{b}"] for b in result.branch_names]
-        values = [*accs, result.metrics["accuracy"]]
+        values = [*accs, result.fused_accuracy]
         bars = ax.bar(x + (i - (len(results) - 1) / 2) * width, values, width=width, label=name)
         ax.bar_label(bars, fmt="%.3f", fontsize=8)
     ax.set_xticks(x, labels)

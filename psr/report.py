@@ -118,8 +118,21 @@ def render_html(
         [b] + [_fmt(results[n].metrics[f"branch_accuracy_{b}"]) for n in names]
         for b in first.branch_names
     ]
-    branch_rows.append(["fused"] + [_fmt(results[n].metrics["accuracy"]) for n in names])
+    branch_rows.append(["fused"] + [_fmt(results[n].fused_accuracy) for n in names])
     parts += ["<h2>Pyramid branches (accuracy)</h2>", _table_html(branch_rows, ["branch", *names])]
+    if "accuracy_repeat_1" in first.metrics:
+        m = first.metrics
+        repeats = sorted(k for k in m if k.startswith("accuracy_repeat_"))
+        rows = [[k.removeprefix("accuracy_"), _fmt(m[k])] for k in repeats]
+        rows += [[s, _fmt(m[f"accuracy_{s}"])] for s in ("std", "max", "median")]
+        rows += [
+            ["mean (headline)", _fmt(m["accuracy"])],
+            ["all views pooled", _fmt(m["pooled_accuracy"])],
+        ]
+        parts += [
+            f"<h2>TTA repeats ({html.escape(names[0])}: the official report)</h2>",
+            _table_html(rows, ["accuracy", "value"]),
+        ]
     per_class = [
         [c] + [_fmt(first.metrics[f"{m}_{c}"]) for m in ("precision", "recall", "f1", "support")]
         for c in first.class_names

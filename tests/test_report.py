@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from psr.evaluate import EvalResult, accuracy_breakdown
+from psr.evaluate import EvalResult, accuracy_breakdown, official_tta_statistics
 from psr.metrics import classification_metrics
 from psr.report import metrics_document, write_report
 
@@ -22,6 +22,12 @@ def make_result(seed: int, n: int = 40, tta: bool = False) -> EvalResult:
     probs = branch.mean(1)
     names = ("low", "full")
     metrics = classification_metrics(labels, probs, NAMES, branch, names)
+    if tta:  # three repeats, each its own (noisier) blend
+        noisy = [probs + rng.uniform(0, 0.3, probs.shape) for _ in range(3)]
+        repeats = [
+            classification_metrics(labels, p / p.sum(1, keepdims=True), NAMES) for p in noisy
+        ]
+        metrics |= official_tta_statistics(metrics, repeats)
     ids = tuple(f"fer{i:07d}.png" for i in range(n))
     return EvalResult(metrics, probs, branch, labels, ids, NAMES, names, tta)
 
@@ -112,6 +118,9 @@ def test_html_is_self_contained(report_dir):
     assert f"{results['tta'].metrics['accuracy']:.4f}" in page
     assert f"{results['no_tta'].metrics['accuracy']:.4f}" in page
     assert "<td>low</td>" in page and "<td>fused</td>" in page
+    tta = results["tta"].metrics
+    assert "TTA repeats" in page and f"<td>{tta['accuracy_repeat_3']:.4f}</td>" in page
+    assert f"<td>fused</td><td>{tta['pooled_accuracy']:.4f}</td>" in page  # the branches' blend
     assert "face_size" in page and "best.pt" in page
 
 
