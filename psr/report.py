@@ -73,17 +73,29 @@ def calibration_table(result: EvalResult) -> pd.DataFrame:
 
 
 def metrics_document(
-    results: Mapping[str, EvalResult], baseline: Mapping[str, float | str] | None = None
+    results: Mapping[str, EvalResult],
+    baseline: Mapping[str, float | str] | None = None,
+    definitions: Mapping[str, Mapping[str, float | int | str]] | None = None,
 ) -> dict:
     """The first result's metrics at the top level (``variant`` names it), the others nested;
-    ``majority_baseline``: what always answering the most frequent training class scores."""
+    ``majority_baseline``: what always answering the most frequent training class scores;
+    ``test_definitions``: the headline scores under each FER+ test-set definition."""
     (first_name, first), *others = results.items()
     document: dict = {"variant": first_name, **first.metrics}
     for name, result in others:
         document[name] = dict(result.metrics)
     if baseline is not None:
         document["majority_baseline"] = dict(baseline)
+    if definitions:
+        document["test_definitions"] = {k: dict(v) for k, v in definitions.items()}
     return document
+
+
+def definition_summary(result: EvalResult, used: bool) -> dict[str, float | int | str]:
+    """One test-set definition's row: its size and headline scores, and whether it is the run's."""
+    summary: dict[str, float | int | str] = {"num_samples": int(result.metrics["num_samples"])}
+    summary |= {k: float(result.metrics[k]) for k in ("accuracy", "macro_f1", "uar")}
+    return summary | {"headline": "yes" if used else "no"}
 
 
 def _table_html(rows: list[list[str]], header: list[str]) -> str:
@@ -98,6 +110,10 @@ def _fmt(value: float | int) -> str:
     return str(value) if isinstance(value, int) else f"{value:.4f}"
 
 
+def _cell(value: float | int | str) -> str:
+    return value if isinstance(value, str) else _fmt(value)
+
+
 def render_html(
     results: Mapping[str, EvalResult],
     figures: dict[str, Path],
@@ -105,6 +121,7 @@ def render_html(
     title: str,
     info: Mapping[str, str],
     breakdown: pd.DataFrame | None = None,
+    definitions: Mapping[str, Mapping[str, float | int | str]] | None = None,
 ) -> str:
     """The self-contained report: tables of metrics and every figure inlined as a data URI."""
     names = list(results)
@@ -141,6 +158,13 @@ def render_html(
         f"<h2>Per class ({html.escape(names[0])})</h2>",
         _table_html(per_class, ["class", "precision", "recall", "f1", "support"]),
     ]
+    if definitions:
+        columns = ["num_samples", "accuracy", "macro_f1", "uar", "headline"]
+        rows = [[name] + [_cell(d[c]) for c in columns] for name, d in definitions.items()]
+        parts += [
+            f"<h2>FER+ test-set definitions ({html.escape(names[0])})</h2>",
+            _table_html(rows, ["definition", *columns]),
+        ]
     if breakdown is not None:
         rows = [[_fmt(v) if isinstance(v, float) else str(v) for v in r] for r in breakdown.values]
         parts += ["<h2>Breakdown</h2>", _table_html(rows, [str(c) for c in breakdown.columns])]
@@ -174,6 +198,7 @@ def write_report(
     title: str = "PSR-FER evaluation",
     info: Mapping[str, str] | None = None,
     baseline: Mapping[str, float | str] | None = None,
+    definitions: Mapping[str, Mapping[str, float | int | str]] | None = None,
 ) -> Path:
     """Write every output into ``out_dir`` (replaced as a whole) and return its path.
 
@@ -189,7 +214,8 @@ def write_report(
     # metrics.json marks an earlier report: any other non-empty folder is left alone.
     with atomic_directory(out_dir, marker="metrics.json") as tmp:
         (tmp / "metrics.json").write_text(
-            json.dumps(metrics_document(results, baseline), indent=2) + "\n", encoding="utf-8"
+            json.dumps(metrics_document(results, baseline, definitions), indent=2) + "\n",
+            encoding="utf-8",
         )
         predictions_table(first).to_csv(tmp / "predictions.csv", index=False)
         calibration_table(first).to_csv(tmp / "calibration.csv", index=False)
@@ -215,7 +241,14 @@ def write_report(
             breakdown.to_csv(tmp / f"{stem}.csv", index=False)
             figures[f"accuracy by {breakdown_column}"] = tmp / f"{stem}.png"
             plot_breakdown(breakdown, breakdown_column, tmp / f"{stem}.png")
-        page = render_html(results, figures, title=title, info=info or {}, breakdown=breakdown)
+        page = render_html(
+            results,
+            figures,
+            title=title,
+            info=info or {},
+            breakdown=breakdown,
+            definitions=definitions,
+        )
         (tmp / "report.html").write_text(page, encoding="utf-8")
     return out_dir
 
@@ -244,13 +277,17 @@ def report_checkpoint(
     by_column: str | None = None,
     by_key: str | None = None,
     bins: int = 5,
+    test_definition: str = "majority",
 ) -> tuple[dict[str, EvalResult], pd.DataFrame | None]:
     """Evaluate an inference checkpoint on a prepared split and write the full report.
 
     ``tta="on"`` is the paper's evaluation; ``"both"`` adds the plain prediction side by side.
-    ``sidecar`` + ``by_column`` add the accuracy breakdown (e.g. by ``face_size``).
-    Returns the results by variant and the breakdown table.
+    ``sidecar`` + ``by_column`` add the accuracy breakdown (e.g. by ``face_size``). A FER+
+    split is scored on ``test_definition``'s rows (:data:`psr.data.ferplus.TEST_DEFINITIONS`),
+    and the headline variant on the other definition beside it. Returns the results by variant
+    and the breakdown table.
     """
+    from psr.data.ferplus import TEST_DEFINITIONS, split_definitions
     from psr.data.prepared import load_split
     from psr.data.transforms import AugmentConfig
     from psr.models import load_model
@@ -262,7 +299,13 @@ def report_checkpoint(
     model, info = load_model(checkpoint, map_location="cpu")
     augment = info["extra"].get("augment")  # the training recipe's augmentation, for TTA
     augment = AugmentConfig(**augment) if augment else None
-    prepared = load_split(data, split)
+    if test_definition not in TEST_DEFINITIONS:
+        raise ValueError(
+            f"test_definition must be one of {TEST_DEFINITIONS}, got {test_definition!r}"
+        )
+    full = load_split(data, split)
+    masks = split_definitions(data, split)
+    prepared = full.subset(masks[test_definition]) if masks else full
     table = None
     if sidecar is not None:  # a bad sidecar fails now, not after minutes of evaluation
         table = load_sidecar(sidecar, key=by_key)
@@ -271,22 +314,28 @@ def report_checkpoint(
                 f"{sidecar} has no column {by_column!r}; columns: {list(table.columns)}"
             )
         match_sidecar(prepared.ids, table, key=by_key)
-    results = {
-        name: evaluate(
-            model,
-            prepared,
-            image_size=info["image_size"],
-            batch_size=batch_size,
-            tta=name == "tta",
-            tta_repeats=tta_repeats,
-            device=device,
-            workers=workers,
-            seed=seed,
-            class_names=info["class_names"],
-            augment=augment,
-        )
-        for name in TTA_VARIANTS[tta]
+    options = {
+        "image_size": info["image_size"],
+        "batch_size": batch_size,
+        "tta_repeats": tta_repeats,
+        "device": device,
+        "workers": workers,
+        "seed": seed,
+        "class_names": info["class_names"],
+        "augment": augment,
     }
+    results = {
+        name: evaluate(model, prepared, tta=name == "tta", **options) for name in TTA_VARIANTS[tta]
+    }
+    headline = next(iter(results))
+    definitions = {}
+    for name, mask in masks.items():
+        result = (
+            results[headline]
+            if name == test_definition
+            else evaluate(model, full.subset(mask), tta=headline == "tta", **options)
+        )
+        definitions[name] = definition_summary(result, used=name == test_definition)
     breakdown = None
     if table is not None:
         breakdown = accuracy_breakdown(results, table, by_column, key=by_key, bins=bins)
@@ -299,6 +348,10 @@ def report_checkpoint(
     }
     if breakdown is not None:
         run_info[f"breakdown by {by_column}"] = breakdown.attrs["matched_by"]
+    if masks:
+        run_info["test-set definition"] = (
+            f"{test_definition} ({len(prepared)} of {len(full)} images; see the definitions table)"
+        )
     baseline = _majority_baseline(data, prepared)
     if baseline is not None:
         run_info["majority-class baseline"] = (
@@ -313,6 +366,7 @@ def report_checkpoint(
         breakdown_column=by_column,
         info=run_info,
         baseline=baseline,
+        definitions=definitions,
     )
     return results, breakdown
 

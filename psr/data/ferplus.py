@@ -1,5 +1,12 @@
 """FER+ : FER2013's pixels (``fer2013.csv``) joined row by row with Microsoft's crowd votes
-(``fer2013new.csv``), and Microsoft's four ways of turning votes into training targets.
+(``fer2013new.csv``), Microsoft's four ways of turning votes into training targets, and the
+official PSR code's (``official``: every image's raw 8-emotion vote proportions).
+
+Two test-set definitions are in use (published FER+ numbers mix them): Microsoft's ``majority``
+(3,153 PrivateTest images with a majority emotion) and ``argmax`` (every PrivateTest face with an
+emotion vote, 3,573, labelled by its most voted emotion). The prepared test split holds the
+second; the two agree on the label of every image of the first, so :func:`definition_masks`
+selects either from the split's vote columns.
 
 The vote processing works on the vote file alone (:func:`read_votes`, :func:`label_votes`), so the
 golden counts of docs/datasets.md can be checked without the Kaggle images.
@@ -19,8 +26,12 @@ import numpy as np
 from psr.data.labels import EXPRESSIONS, class_names
 from psr.data.records import FER_SIDE, DatasetSource, PixelRow, Record
 
-VoteMode = Literal["majority", "probability", "crossentropy", "multi_target"]
+VoteMode = Literal["majority", "probability", "crossentropy", "multi_target", "official"]
 VOTE_MODES: tuple[str, ...] = get_args(VoteMode)
+#: Microsoft's modes (microsoft/FERPlus ``src/ferplus.py``); ``official`` is the PSR code's.
+MICROSOFT_MODES: tuple[str, ...] = VOTE_MODES[:4]
+#: The test-set definitions :func:`definition_masks` selects, Microsoft's first.
+TEST_DEFINITIONS: tuple[str, ...] = ("majority", "argmax")
 
 #: The ten vote columns of fer2013new.csv: the eight emotions (FER+ order), unknown, not-a-face.
 VOTE_NAMES: tuple[str, ...] = (*EXPRESSIONS, "unknown", "NF")
@@ -134,8 +145,8 @@ def vote_distribution(raw: Sequence[float], mode: str) -> list[float]:
     A line-by-line port of ``FERPlusReader._process_data`` (microsoft/FERPlus ``src/ferplus.py``),
     ties and all: an image the mode rejects comes back as all mass on "unknown".
     """
-    if mode not in VOTE_MODES:
-        raise ValueError(f"unknown vote mode {mode!r}; expected one of {VOTE_MODES}")
+    if mode not in MICROSOFT_MODES:
+        raise ValueError(f"unknown vote mode {mode!r}; expected one of {MICROSOFT_MODES}")
     size = len(raw)
     unknown = [0.0] * size
     unknown[_UNKNOWN] = 1.0
@@ -183,11 +194,16 @@ def process_votes(votes: np.ndarray, mode: str) -> tuple[np.ndarray, np.ndarray]
 
     An image is kept when the argmax of its distribution is an emotion (not unknown/NF); its
     target is the distribution cut to the 8 emotions and renormalised (Microsoft's
-    ``load_folders``).
+    ``load_folders``). ``official`` keeps Microsoft's majority images (the official code reads
+    a folder layout of them) with their raw 8-emotion proportions as targets: no outlier
+    removal, no 75 % truncation.
     """
     votes = np.asarray(votes, dtype=np.float64)
     if votes.ndim != 2 or votes.shape[1] != len(VOTE_NAMES):
         raise ValueError(f"votes must be [N, {len(VOTE_NAMES)}], got {list(votes.shape)}")
+    if mode == "official":
+        keep, _ = process_votes(votes, "majority")
+        return keep, emotion_proportions(votes)
     # Images share vote vectors (about 5k distinct in 36k rows): process each vector once.
     unique, inverse = np.unique(votes, axis=0, return_inverse=True)
     keep = np.zeros(len(unique), dtype=bool)
@@ -203,22 +219,47 @@ def process_votes(votes: np.ndarray, mode: str) -> tuple[np.ndarray, np.ndarray]
     return keep[inverse], targets[inverse]
 
 
+def emotion_proportions(votes: np.ndarray) -> np.ndarray:
+    """Raw votes ``[N, 10]`` -> the 8 emotion votes L1-normalised ``[N, 8]`` (zeros for an image
+    without an emotion vote)."""
+    emotions = np.asarray(votes, dtype=np.float64)[:, :_N_EMOTIONS]
+    totals = emotions.sum(axis=1, keepdims=True)
+    return np.divide(emotions, totals, out=np.zeros_like(emotions), where=totals > 0)
+
+
+def _argmax_targets(votes: np.ndarray, soft: bool) -> tuple[np.ndarray, np.ndarray]:
+    """The ``argmax`` test set: every image with an emotion vote, labelled by its most voted
+    emotion (the first of ties); targets its proportions (``soft``) or that label one-hot."""
+    proportions = emotion_proportions(votes)
+    keep = proportions.sum(axis=1) > 0
+    targets = proportions if soft else np.eye(_N_EMOTIONS)[proportions.argmax(axis=1)]
+    return keep, targets
+
+
 def label_votes(
     table: FerPlusVotes, vote_mode: str = "majority", num_classes: int = 8
 ) -> FerPlusLabels:
-    """Labels and targets of every kept image: ``vote_mode`` on Training, majority on
-    PublicTest/PrivateTest (as Microsoft's train.py); not-a-face rows (no image name) skipped.
+    """Labels and targets of every kept image; not-a-face rows (no image name) skipped.
 
-    ``num_classes=7`` also drops contempt images and renormalises targets over the 7 classes.
+    Training: ``vote_mode``. PublicTest: majority (as Microsoft's train.py), with the raw
+    proportions as targets under ``official``. PrivateTest: the ``argmax`` test set, which
+    holds the ``majority`` one (:func:`definition_masks`). ``num_classes=7`` also drops contempt
+    images and renormalises targets over the 7 classes.
     """
+    if vote_mode not in VOTE_MODES:
+        raise ValueError(f"unknown vote mode {vote_mode!r}; expected one of {VOTE_MODES}")
     names = class_names("ferplus", num_classes)
     columns = [EXPRESSIONS.index(n) for n in names]
     is_face = table.names != ""
     keep = np.zeros(len(table), dtype=bool)
     targets = np.zeros((len(table), _N_EMOTIONS))
+    official = vote_mode == "official"
     for usage, split in SPLITS.items():
         rows = np.flatnonzero(is_face & (table.usage == usage))
-        mode = vote_mode if split == "train" else "majority"
+        if split == "test":
+            keep[rows], targets[rows] = _argmax_targets(table.votes[rows], soft=official)
+            continue
+        mode = vote_mode if split == "train" or official else "majority"
         keep[rows], targets[rows] = process_votes(table.votes[rows], mode)
     labels8 = targets.argmax(axis=1)
     keep &= np.isin(labels8, columns)  # 7 classes: contempt images leave the protocol
@@ -348,7 +389,7 @@ def open_ferplus(
             "vote_mode": vote_mode,
             "num_classes": num_classes,
             "valid": "official PublicTest, majority",
-            "test": "official PrivateTest, majority",
+            "test": "official PrivateTest, argmax (holds Microsoft's majority set)",
         },
         files={"pixels": str(pixels), "votes": str(vote_file)},
     )
@@ -391,3 +432,25 @@ def _join(pixels: Path, table: FerPlusVotes, chosen: FerPlusLabels) -> Iterator[
             f"{pixels} has {n_rows} rows but {table.path} has {len(table)}: FER+ needs the"
             " same rows in the same order (35,887 in the real files)"
         )
+
+
+def definition_masks(votes: np.ndarray) -> dict[str, np.ndarray]:
+    """Which rows of a prepared FER+ test split (its raw votes ``[N, 10]`` over VOTE_NAMES) each
+    test-set definition takes: ``argmax`` every row with an emotion vote, ``majority`` those
+    with Microsoft's majority emotion. Both label a shared row alike (the majority emotion has
+    the most votes), so the split's ``label`` column serves both."""
+    keep, _ = process_votes(votes, "majority")
+    return {"majority": keep, "argmax": emotion_proportions(votes).sum(axis=1) > 0}
+
+
+def split_definitions(root: str | Path, split: str) -> dict[str, np.ndarray]:
+    """:func:`definition_masks` of a prepared split from its ``votes_*`` columns; empty when the
+    split does not carry the ten FER+ vote columns (other datasets)."""
+    import pandas as pd
+
+    columns = [f"votes_{name}" for name in VOTE_NAMES]
+    index = pd.read_csv(Path(root) / f"{split}.csv", nrows=0)
+    if not set(columns) <= set(index.columns):
+        return {}
+    votes = pd.read_csv(Path(root) / f"{split}.csv", usecols=columns)[columns].to_numpy(float)
+    return definition_masks(votes)

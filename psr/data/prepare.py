@@ -70,8 +70,9 @@ class PrepareConfig(BaseModel):
     )
     vote_mode: VoteMode = Field(
         "crossentropy",
-        description="FER+ training targets (the PSR config trains FER+ with soft cross-entropy);"
-        " validation and test always use majority",
+        description="FER+ training targets: official = the PSR code's raw 8-emotion vote "
+        "proportions (with soft_ce, the paper's recipe); crossentropy, probability, majority, "
+        "multi_target = Microsoft's modes; validation uses majority (official: its proportions)",
     )
     num_classes: int | None = Field(
         None, description="7 or 8; default 8 for FER+/AffectNet, 7 for RAF-DB, folder: inferred"

@@ -13,7 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +43,21 @@ class PreparedSplit:
 
     def __len__(self) -> int:
         return len(self.labels)
+
+    def subset(self, mask: np.ndarray) -> PreparedSplit:
+        """The rows where the boolean ``mask [N]`` holds (their images read into memory)."""
+        mask = np.asarray(mask, dtype=bool)
+        if mask.shape != self.labels.shape:
+            raise ValueError(f"mask of {list(mask.shape)} for a split of {len(self)} rows")
+        optional = {k: getattr(self, k) for k in ("votes", "soft_targets")}
+        return replace(
+            self,
+            images=np.ascontiguousarray(self.images[mask]),
+            labels=self.labels[mask],
+            ids=self.ids[mask],
+            sources=self.sources[mask],
+            **{k: None if v is None else v[mask] for k, v in optional.items()},
+        )
 
 
 def read_manifest(root: str | Path) -> dict:

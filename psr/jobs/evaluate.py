@@ -43,6 +43,12 @@ class EvaluateConfig(BaseModel):
         None, description="sidecar column holding the prepared ids (default: id)"
     )
     bins: int = Field(5, ge=1, description="equal-count bins of a numeric breakdown column")
+    test_definition: Literal["majority", "argmax"] = Field(
+        "majority",
+        description="FER+ test set scored as the headline: majority = Microsoft's (images with "
+        "a majority emotion, 3,153 of the real PrivateTest); argmax = every face with an emotion "
+        "vote, labelled by its most voted one (3,573); the other is reported beside it",
+    )
 
     @property
     def tta_mode(self) -> Literal["on", "off", "both"]:
@@ -101,5 +107,6 @@ def run(
         by_column=cfg.breakdown_by,
         by_key=cfg.breakdown_key,
         bins=cfg.bins,
+        test_definition=cfg.test_definition,
     )
     return EvaluateResult(results=results, breakdown=breakdown, out=Path(out))

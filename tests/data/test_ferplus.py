@@ -5,6 +5,7 @@ import pytest
 
 from psr.data.ferplus import (
     VOTE_MODES,
+    definition_masks,
     label_votes,
     open_ferplus,
     process_votes,
@@ -93,12 +94,30 @@ def test_real_vote_file_shape_and_not_a_face_rows(real_table):
         ("probability", 27_956),
         ("crossentropy", 27_956),
         ("multi_target", 27_671),
+        ("official", 25_060),  # Microsoft's majority images, raw proportions as targets
     ],
 )
 def test_real_golden_split_counts(mode, train, real_table):
     chosen = label_votes(real_table, mode)
     counts = {s: int((chosen.splits == s).sum()) for s in ("train", "valid", "test")}
-    assert counts == {"train": train, "valid": 3_199, "test": 3_153}  # valid/test: majority
+    # valid: majority; test: the argmax definition, which holds Microsoft's 3,153
+    assert counts == {"train": train, "valid": 3_199, "test": 3_573}
+    test = chosen.splits == "test"
+    definitions = definition_masks(real_table.votes[chosen.rows[test]])
+    assert {k: int(v.sum()) for k, v in definitions.items()} == {"majority": 3_153, "argmax": 3_573}
+
+
+@needs_real
+def test_real_official_targets_are_the_raw_emotion_proportions(real_table):
+    chosen = label_votes(real_table, "official")
+    votes = real_table.votes[chosen.rows][:, :8]
+    np.testing.assert_allclose(chosen.targets, votes / votes.sum(axis=1, keepdims=True))
+    first = np.flatnonzero(real_table.names[chosen.rows] == "fer0000001.png")[0]
+    np.testing.assert_allclose(chosen.targets[first], np.array([6, 0, 1, 1, 0, 0, 0, 0]) / 8)
+    majority = label_votes(real_table, "majority")
+    train = chosen.splits == "train"
+    np.testing.assert_array_equal(chosen.rows[train], majority.rows[majority.splits == "train"])
+    np.testing.assert_array_equal(chosen.labels, majority.labels)  # same images, same labels
 
 
 @needs_real
@@ -109,9 +128,16 @@ def test_real_golden_majority_per_class(real_table):
         "neutral": 8740, "happiness": 7287, "surprise": 3149, "sadness": 3014,
         "anger": 2100, "fear": 532, "disgust": 119, "contempt": 119,
     }  # fmt: skip
-    assert as_dict(chosen.counts("test")) == {
+    test = chosen.splits == "test"
+    majority = definition_masks(real_table.votes[chosen.rows[test]])["majority"]
+    majority_counts = np.bincount(chosen.labels[test][majority], minlength=8)
+    assert as_dict(majority_counts) == {
         "neutral": 1090, "happiness": 893, "surprise": 396, "sadness": 384,
         "anger": 273, "fear": 83, "disgust": 18, "contempt": 16,
+    }  # fmt: skip
+    assert as_dict(chosen.counts("test")) == {  # the argmax definition
+        "neutral": 1278, "happiness": 929, "surprise": 446, "sadness": 448,
+        "anger": 326, "fear": 94, "disgust": 23, "contempt": 29,
     }  # fmt: skip
 
 
@@ -121,7 +147,10 @@ def test_real_seven_class_protocol_drops_contempt_and_renormalises(real_table):
     assert "contempt" not in chosen.class_names and chosen.targets.shape[1] == 7
     np.testing.assert_allclose(chosen.targets.sum(axis=1), 1.0)
     majority7 = label_votes(real_table, "majority", num_classes=7)
-    np.testing.assert_array_equal(majority7.counts("test"), [1090, 893, 396, 384, 273, 18, 83])
+    test = majority7.splits == "test"
+    majority = definition_masks(real_table.votes[majority7.rows[test]])["majority"]
+    counts = np.bincount(majority7.labels[test][majority], minlength=7)
+    np.testing.assert_array_equal(counts, [1090, 893, 396, 384, 273, 18, 83])
 
 
 # --- the joined reader on files in the exact formats -------------------------------------

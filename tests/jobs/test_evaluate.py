@@ -55,3 +55,26 @@ def test_breakdown_needs_its_sidecar(prepared, checkpoint, tmp_path):
 def test_tta_modes():
     assert evaluate.EvaluateConfig(tta=False, compare_plain=True).tta_mode == "off"
     assert evaluate.EvaluateConfig().tta_mode == "on"
+
+
+@pytest.mark.parametrize("definition", ["majority", "argmax"])
+def test_ferplus_test_is_scored_on_the_chosen_definition_with_the_other_beside(
+    prepared, checkpoint, tmp_path, definition
+):
+    from psr.data.ferplus import split_definitions
+
+    masks = split_definitions(prepared, "test")
+    sizes = {name: int(mask.sum()) for name, mask in masks.items()}
+    assert sizes["argmax"] == len(pd.read_csv(prepared / "test.csv"))  # the split holds both
+    assert 0 < sizes["majority"] < sizes["argmax"]  # the crowd leaves some without a majority
+    cfg = evaluate.EvaluateConfig(tta=False, batch_size=8, device="cpu", test_definition=definition)
+    result = evaluate.run(cfg, checkpoint, prepared, tmp_path / "out")
+    metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    assert metrics["num_samples"] == sizes[definition]
+    table = metrics["test_definitions"]
+    assert {k: v["num_samples"] for k, v in table.items()} == sizes
+    assert table[definition]["headline"] == "yes"
+    assert table[definition]["accuracy"] == pytest.approx(result.headline[1].metrics["accuracy"])
+    other = "argmax" if definition == "majority" else "majority"
+    assert table[other]["headline"] == "no"
+    assert "FER+ test-set definitions" in (tmp_path / "out" / "report.html").read_text()
