@@ -267,7 +267,7 @@ def set_params(path: str | Path, assignments: list[str]) -> Params:
             if part not in node:
                 node[part] = {}
             node = node[part]
-        node[leaf] = yaml.safe_load(raw)
+        node[leaf] = read_yaml(raw)  # YAML 1.2 floats, as DVC reads -S values
     params = parse_params(document, f"{path} with {assignments}")
     from io import StringIO
 

@@ -15,9 +15,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from pipeline.params import PARAMS_FILE, Params, set_params
+from pipeline.params import PARAMS_FILE, Params, read_yaml, set_params
 
 
 def assignments(tree: Mapping[str, Any], prefix: str = "") -> list[str]:
@@ -35,7 +33,7 @@ def apply_recipe(recipe: str | Path, params_file: str | Path = PARAMS_FILE) -> P
     recipe = Path(recipe)
     if not recipe.is_file():
         raise FileNotFoundError(f"recipe not found: {recipe}")
-    overlay = yaml.safe_load(recipe.read_text(encoding="utf-8"))
+    overlay = read_yaml(recipe.read_text(encoding="utf-8"))
     if not isinstance(overlay, Mapping):
         raise ValueError(f"{recipe}: expected a mapping of params.yaml sections")
     return set_params(params_file, assignments(overlay))

@@ -43,6 +43,18 @@ def test_recipes_validate_on_top_of_the_defaults(recipe: Path, data: dict):
     assert params.model.width == 1.0
 
 
+@pytest.mark.parametrize("recipe", RECIPES, ids=lambda p: p.stem)
+def test_the_readmes_recipe_command_applies_every_recipe(recipe: Path, tmp_path):
+    """``python -m pipeline.recipe configs/<x>.yaml`` writes values back as ``dvc exp run -S``
+    does, e.g. ``lrs=[1e-05, ...]``: YAML 1.2 floats, not strings."""
+    from pipeline.recipe import apply_recipe
+
+    (tmp_path / "params.yaml").write_text(PARAMS.read_text())
+    params = apply_recipe(recipe, tmp_path / "params.yaml")
+    assert params.train.phase1.lrs[0] == 1e-5
+    assert load_params(tmp_path / "params.yaml") == params
+
+
 @pytest.mark.parametrize(
     ("section", "path", "value", "message"),
     [
