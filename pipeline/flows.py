@@ -38,6 +38,7 @@ STAGES: tuple[str, ...] = (
     "prepare",
     "priors",
     "sr_pretrain",
+    "backbone",
     "tune",
     "train",
     "evaluate",

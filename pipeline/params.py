@@ -22,8 +22,10 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from pipeline.paths import PARAMS_FILE, RAW_DIR, prepared_dir
+from psr.data.ferplus import VoteMode
 from psr.data.synthetic import SynthConfig
 from psr.engine.config import TrainConfig
+from psr.jobs.backbone import BackboneConfig
 from psr.jobs.evaluate import EvaluateConfig
 from psr.jobs.prepare import PrepareConfig
 from psr.jobs.priors import PriorsConfig
@@ -151,6 +153,19 @@ class AblateParams(Section):
         return self
 
 
+class BackboneParams(BackboneConfig):
+    """The backbone stage: the job's steps, and the FER+ files it prepares (vote_mode)."""
+
+    source: Path = Field(
+        Path("data/external/fer2013"), description="folder with Kaggle's fer2013.csv"
+    )
+    votes: Path = Field(
+        RAW_DIR / "fer2013new.csv",
+        description="FER+ vote file; inside data/raw the download stage fetches it",
+    )
+    vote_mode: VoteMode = Field("official", description="FER+ targets (the official code's)")
+
+
 class Params(Section):
     """The whole ``params.yaml``."""
 
@@ -158,6 +173,7 @@ class Params(Section):
     prepare: PrepareConfig
     priors: PriorsConfig = Field(default_factory=PriorsConfig)
     sr_pretrain: SRPretrainConfig = Field(default_factory=SRPretrainConfig)
+    backbone: BackboneParams = Field(default_factory=BackboneParams)
     tune: TuneParams = Field(default_factory=TuneParams)
     model: ModelConfig = Field(default_factory=ModelConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)

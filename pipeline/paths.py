@@ -21,6 +21,10 @@ PRIORS_FILE = PRIORS_DIR / "priors.json"
 #: sr_pretrain -> the x2 SR network's weights and what they are.
 SR_DIR = Path("models/sr")
 SR_INFO_FILE = SR_DIR / "sr.json"
+#: backbone -> the FER+ it trains on (prepared) and the vgg16 checkpoint every branch starts from.
+BACKBONE_DATA = Path("data/backbone")
+BACKBONE_DIR = Path("models/backbone")
+BACKBONE_INFO_FILE = BACKBONE_DIR / "backbone.json"
 #: train -> best.pt (inference checkpoint) and last.pt (resumable state).
 MODEL_DIR = Path("models/psr")
 CHECKPOINT = MODEL_DIR / "best.pt"

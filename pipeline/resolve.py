@@ -3,8 +3,8 @@
 ``tune.space`` and the tuned values address knobs by dotted path (``train.phase1.lrs.1``,
 ``model.sr_res_blocks``); :func:`apply_overrides` writes such values into the ``train`` and
 ``model`` sections and re-validates them, so a tuned value obeys the same rules as params.yaml.
-:func:`with_sr_weights` points the model at the sr_pretrain stage's weights, and
-:func:`for_training` adds the tune stage's best values.
+:func:`with_pretrained_weights` points the model at the sr_pretrain and backbone stages'
+weights, and :func:`for_training` adds the tune stage's best values.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from pipeline.params import Params, format_errors
-from pipeline.paths import SR_INFO_FILE, TUNE_BEST_FILE
+from pipeline.paths import BACKBONE_INFO_FILE, SR_INFO_FILE, TUNE_BEST_FILE
 from psr.fileio import read_json
 
 
@@ -89,19 +89,28 @@ def check_space(params: Params) -> None:
         raise ValueError(f"params.yaml: tune.space: {err}") from None
 
 
-def with_sr_weights(params: Params) -> Params:
-    """Point ``model.sr_weights`` at the sr_pretrain output, unless params.yaml names a file."""
-    if params.model.sr_weights is not None:
+def with_pretrained_weights(params: Params) -> Params:
+    """Point ``model.sr_weights`` at the sr_pretrain output (unless params.yaml names a file)
+    and, when the backbone stage ran, ``model.pretrained`` at its checkpoint (it started from
+    ``model.pretrained`` itself)."""
+    changes: dict[str, str] = {}
+    if params.model.sr_weights is None and (weights := read_json(SR_INFO_FILE).get("weights")):
+        changes["sr_weights"] = str(weights)
+    if params.backbone.enabled:
+        checkpoint = read_json(BACKBONE_INFO_FILE).get("checkpoint")
+        if not checkpoint:
+            raise ValueError(
+                f"backbone.enabled but {BACKBONE_INFO_FILE} names no checkpoint: run the "
+                "backbone stage first (dvc repro backbone)"
+            )
+        changes["pretrained"] = str(checkpoint)
+    if not changes:
         return params
-    info = read_json(SR_INFO_FILE)
-    if not info.get("weights"):
-        return params
-    model = params.model.model_copy(update={"sr_weights": str(info["weights"])})
-    return params.model_copy(update={"model": model})
+    return params.model_copy(update={"model": params.model.model_copy(update=changes)})
 
 
 def for_training(params: Params) -> tuple[Params, dict[str, Any]]:
     """What the train stage trains: params.yaml, the SR weights and the tuned values over them;
     and the tuned values alone (empty when tuning is disabled)."""
     tuned = read_json(TUNE_BEST_FILE).get("params") or {}
-    return apply_overrides(with_sr_weights(params), tuned), tuned
+    return apply_overrides(with_pretrained_weights(params), tuned), tuned

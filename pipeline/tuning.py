@@ -30,7 +30,7 @@ import optuna
 from pipeline import tracking
 from pipeline.params import Params, SearchDim
 from pipeline.paths import PRIORS_FILE
-from pipeline.resolve import apply_overrides, value_at, with_sr_weights
+from pipeline.resolve import apply_overrides, value_at, with_pretrained_weights
 from pipeline.workspace import resolve_shared, shared_root
 from psr.engine.config import SPEED_ONLY_FIELDS
 from psr.fileio import config_digest, sha256
@@ -101,7 +101,7 @@ def study_for(params: Params) -> tuple[Params, str]:
     """params.yaml with the pretrained SR weights, and the name of its study."""
     from psr.data.prepared import data_checksum, read_manifest
 
-    params = with_sr_weights(params)
+    params = with_pretrained_weights(params)
     checksum = data_checksum(read_manifest(params.prepared_dir))
     return params, study_name(params, checksum)
 

@@ -22,7 +22,7 @@ import mlflow
 from pipeline import ablation, tracking
 from pipeline.params import Params
 from pipeline.paths import PRIORS_FILE, RAW_DIR, resume_dir
-from pipeline.resolve import with_sr_weights
+from pipeline.resolve import with_pretrained_weights
 from pipeline.stages.common import stage_main
 
 STAGE = "ablate"
@@ -70,7 +70,7 @@ def run(params: Params, arm: str, seed: int) -> None:
     model = ablation.model_config(params, arm)
     if ablation.ARMS[arm].uses_sr_weights:  # params.yaml's file (official EDSR), else the stage's
         model = model.model_copy(update={"sr_weights": params.model.sr_weights})
-        model = with_sr_weights(params.model_copy(update={"model": model})).model
+        model = with_pretrained_weights(params.model_copy(update={"model": model})).model
     train_cfg = ablation.train_config(params, arm, seed)
     manifest = read_manifest(params.prepared_dir)
     ablation_id = identity(params, data_checksum(manifest))

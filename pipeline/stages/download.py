@@ -56,16 +56,20 @@ def _fingerprint(path: Path) -> dict[str, object]:
 
 def vote_files_to_fetch(params: Params) -> list[Path]:
     """FER+ vote files the configuration expects inside data/raw (the only public download):
-    ``prepare.votes`` of FER+, and ``priors.votes_file`` (the prior of RAF-DB and AffectNet)."""
+    ``prepare.votes`` of FER+, ``priors.votes_file`` (a prior from the votes) and, when the
+    backbone stage runs, ``backbone.votes``."""
     wanted = [params.priors.votes_file]
     if params.prepare.dataset == "ferplus":
         wanted.append(params.prepare.votes)
+    if params.backbone.enabled:
+        wanted.append(params.backbone.votes)
     raw = RAW_DIR.resolve()
     found = {Path(p) for p in wanted if p is not None and Path(p).resolve().is_relative_to(raw)}
     if params.download.ferplus_votes is not None and not found:
         raise ValueError(
             "params.yaml: download.ferplus_votes is a local copy of the FER+ vote file to put in "
-            f"{RAW_DIR}, but neither prepare.votes (FER+) nor priors.votes_file points there"
+            f"{RAW_DIR}, but none of prepare.votes (FER+), priors.votes_file or backbone.votes "
+            "points there"
         )
     return sorted(found)
 

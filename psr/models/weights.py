@@ -6,9 +6,10 @@ Accepted files:
   keys ``sub_mean.*``/``add_mean.*`` are ignored and reported) or the state dict of
   ``build_sr(kind, scale, **cfg)`` written by SR pre-training.
 - Backbone: a torchvision ``vgg16_bn`` state dict (``features.<i>.*``; classifier ignored) or a
-  PSR checkpoint written by :func:`psr.models.save_model` (e.g. a FER+-trained ``vgg16``), whose
-  VGG layers and head are copied; its output layer is reordered by class names when both orders
-  are known.
+  PSR checkpoint written by :func:`psr.models.save_model`, whose VGG layers and head are copied:
+  a single-branch one (a FER+-trained ``vgg16``, the official RAF-DB start) into every branch, a
+  pyramid with as many branches as the model branch by branch; its output layer is reordered
+  by class names when both orders are known.
 """
 
 from __future__ import annotations
@@ -75,27 +76,37 @@ def _features_from_torchvision(state: Mapping[str, torch.Tensor]) -> dict[str, t
     return {k.removeprefix("features."): v for k, v in state.items() if k.startswith("features.")}
 
 
-def _features_from_psr(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """VGG feature tensors of a PSR state dict (branch 0's low copy + the high part).
+def _features_from_psr(state: Mapping[str, torch.Tensor], branch: int) -> dict[str, torch.Tensor]:
+    """VGG feature tensors of a PSR state dict: branch ``branch``'s low copy + the high part.
 
     Slicing an ``nn.Sequential`` keeps the original indices, so ``low.<b>.<i>`` and
     ``high.0.<i>`` are already keyed by the index ``i`` in ``vgg16_bn().features``.
     """
     out: dict[str, torch.Tensor] = {}
     for key, value in state.items():
-        if m := re.fullmatch(r"(?:low\.0|high\.0)\.(\d+\..+)", key):
+        if m := re.fullmatch(rf"(?:low\.{branch}|high\.0)\.(\d+\..+)", key):
             out[m[1]] = value
     return out
 
 
-def _load_features(model: PSRNet, features: Mapping[str, torch.Tensor], sep_pos: int) -> None:
-    """Load ``features`` (keyed ``<index>.<param>``) into every low copy and the high part."""
-    low_state = {k: v for k, v in features.items() if int(k.split(".", 1)[0]) < sep_pos}
-    high_state = {k: v for k, v in features.items() if k not in low_state}
+def _branch_count(state: Mapping[str, torch.Tensor]) -> int:
+    return len({m[1] for key in state if (m := re.match(r"low\.(\d+)\.", key))})
+
+
+def _load_features(
+    model: PSRNet, features: Sequence[Mapping[str, torch.Tensor]], sep_pos: int
+) -> None:
+    """Load ``features`` (keyed ``<index>.<param>``; one mapping for every branch, or one per
+    branch) into the low copies and the high part."""
+    if len(features) not in (1, len(model.low)):
+        raise ValueError(f"{len(features)} branches of weights for {len(model.low)} branches")
     try:
-        for low in model.low:
+        for b, low in enumerate(model.low):
+            branch = features[b % len(features)]
+            low_state = {k: v for k, v in branch.items() if int(k.split(".", 1)[0]) < sep_pos}
             low.load_state_dict(low_state, strict=True)
-        model.high[0].load_state_dict(high_state, strict=True)
+        high = {k: v for k, v in features[0].items() if int(k.split(".", 1)[0]) >= sep_pos}
+        model.high[0].load_state_dict(high, strict=True)
     except RuntimeError as err:
         raise ValueError(f"backbone weights do not fit this model's VGG (width?): {err}") from err
 
@@ -135,11 +146,18 @@ def load_backbone_weights(
     if "state_dict" in state and "config" in state:  # a checkpoint from save_model
         source_class_names = source_class_names or state.get("class_names")
         weights = state["state_dict"]
-        _load_features(model, _features_from_psr(weights), sep_pos)
+        branches = _branch_count(weights)
+        if branches not in (1, len(model.low)):
+            raise ValueError(
+                f"backbone weights file {path} is a {branches}-branch model; this model has "
+                f"{len(model.low)} branches (a single-branch vgg16 fits every pyramid)"
+            )
+        parts = [_features_from_psr(weights, b) for b in range(branches)]
+        _load_features(model, parts, sep_pos)
         head = {k.removeprefix("head."): v for k, v in weights.items() if k.startswith("head.")}
         _load_head(model, head, source_class_names, class_names)
     elif any(k.startswith("features.") for k in state):
-        _load_features(model, _features_from_torchvision(state), sep_pos)
+        _load_features(model, [_features_from_torchvision(state)], sep_pos)
     else:
         raise ValueError(
             f"backbone weights file {path} is neither a torchvision vgg16_bn state dict "

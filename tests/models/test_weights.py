@@ -81,3 +81,22 @@ def test_class_count_mismatch_without_names_is_an_error(tmp_path) -> None:
     torch.save({"config": source.config.model_dump(), "state_dict": source.state_dict()}, path)
     with pytest.raises(ValueError, match="output layer has 8 classes, the model 7"):
         create_model("vgg16", num_classes=7, image_size=64, pretrained=str(path), **SMALL)
+
+
+def test_a_pyramid_checkpoint_starts_each_branch_from_its_own_low_part(tmp_path) -> None:
+    torch.manual_seed(3)
+    source = create_model("psr", num_classes=8, image_size=64, **SMALL)
+    with torch.no_grad():  # make the three low copies differ, as after training
+        for b, low in enumerate(source.low):
+            low[0].weight.add_(float(b + 1))
+    names = class_names("ferplus")
+    path = save_model(
+        tmp_path / "psr.pt", source, config=source.config.model_dump(), class_names=names,
+        image_size=64,
+    )  # fmt: skip
+    target = create_model("psr", num_classes=8, image_size=64, pretrained=str(path), **SMALL)
+    for b in range(3):
+        torch.testing.assert_close(target.low[b][0].weight, source.low[b][0].weight)
+    deeper = dict(SMALL, multiples=[1, 2, 4, 1])
+    with pytest.raises(ValueError, match="is a 3-branch model; this model has 4 branches"):
+        create_model("psr", num_classes=8, image_size=128, pretrained=str(path), **deeper)

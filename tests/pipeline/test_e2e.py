@@ -70,7 +70,10 @@ TINY_SPACE = {
     for i in (1, 2)
 }
 README_REQUEST = '{"inputs": [[[[0], [64], [128]], [[64], [128], [192]], [[128], [192], [255]]]]}'
-STAGES = ("download", "prepare", "priors", "sr_pretrain", "tune", "train", "evaluate", "register")
+STAGES = (
+    "download", "prepare", "priors", "sr_pretrain", "backbone", "tune", "train", "evaluate",
+    "register",
+)  # fmt: skip
 
 
 def clean_env(**extra: str) -> dict[str, str]:

@@ -39,8 +39,20 @@ TINY = [
     "evaluate.batch_size=32",
     "evaluate.device=cpu",
 ]
-#: What a recipe needs besides the sizes: a balanced draw the tiny classes can give.
-EXTRA = {"affectnet7": ["prepare.valid_per_class=1"], "affectnet8": ["prepare.valid_per_class=1"]}
+#: What a recipe needs besides the sizes: a balanced draw the tiny classes can give; RAF-DB's
+#: backbone stage, one tiny step on a synthetic FER+ (written by the test).
+EXTRA = {
+    "affectnet7": ["prepare.valid_per_class=1"],
+    "affectnet8": ["prepare.valid_per_class=1"],
+    "rafdb": [
+        "backbone.votes=data/external/fer2013/fer2013new.csv",
+        'backbone.steps=[{"image_size": 48, "phase1": {"epochs": 1}}]',
+        "backbone.train.batch_size=16",
+        "backbone.train.workers=0",
+        "backbone.train.device=cpu",
+        "backbone.train.progress=false",
+    ],
+}
 
 
 @pytest.mark.slow
@@ -60,6 +72,11 @@ def test_recipe_runs_end_to_end_on_tiny_synthetic_data(recipe: Path, tmp_path, m
     for key in [k for k in os.environ if k.startswith(("MLFLOW_", "PSR_"))]:
         monkeypatch.delenv(key)
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    if written.get("backbone", {}).get("enabled"):
+        from psr.data.synthetic import SynthConfig, write_dataset
+
+        fer = SynthConfig(train=48, valid=16, test=8)
+        write_dataset("ferplus", tmp_path / written["backbone"]["source"], fer, progress=False)
     with contextlib.chdir(tmp_path):
         params = load_params()
         # the recipe's own choices survived the shrinking
@@ -77,5 +94,13 @@ def test_recipe_runs_end_to_end_on_tiny_synthetic_data(recipe: Path, tmp_path, m
     if params.prepare.dataset == "ferplus":  # both test-set definitions reported
         assert set(metrics["test_definitions"]) == {"majority", "argmax"}
     assert (tmp_path / "models" / "psr" / "best.pt").is_file()
+    backbone = json.loads((tmp_path / "models" / "backbone" / "backbone.json").read_text())
+    assert bool(backbone["checkpoint"]) == bool(written.get("backbone", {}).get("enabled"))
+    if backbone["checkpoint"]:  # the PSR model started from it
+        from psr.engine.checkpoint import load_state
+        from psr.fileio import sha256
+
+        identity = load_state(tmp_path / "models" / "psr" / "last.pt")["identity"]
+        assert identity["pretrained weights"] == sha256(tmp_path / backbone["checkpoint"])
     registry = json.loads((tmp_path / "reports" / "registry.json").read_text())
     assert registry["name"] == written["register"]["model_name"]
