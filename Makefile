@@ -11,7 +11,7 @@ export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export DO_NOT_TRACK := 1
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: run test lint format deps venv ui ablate
+.PHONY: run test lint format deps venv ui ablate folds
 
 venv: $(STAMP)
 
@@ -29,6 +29,10 @@ run: $(STAMP)
 ablate: $(STAMP)
 	$(BIN)/dvc repro ablation/dvc.yaml
 	$(BIN)/python -m pipeline.readme
+
+## folds: every fold of the k-fold validation (RAF-DB's 5-fold) as DVC experiments, then the test metrics across folds
+folds: $(STAMP)
+	$(BIN)/python -m pipeline.folds $(if $(FOLDS),--folds $(FOLDS))
 
 ## test: the test suite
 test: $(STAMP)

@@ -3,13 +3,27 @@ the stages up to sr_pretrain run, in a temporary folder, without DVC."""
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import shutil
+import sys
 from pathlib import Path
 
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
+
+
+def _load(name: str) -> None:
+    """A helper module of these tests, importable by name (the tests import with importlib)."""
+    spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name(f"{name}.py"))
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+
+
+if "dvc_repo" not in sys.modules:
+    _load("dvc_repo")
 TINY = [
     "download.synth.train=96",
     "download.synth.valid=32",

@@ -43,6 +43,24 @@ def test_recipes_validate_on_top_of_the_defaults(recipe: Path, data: dict):
     assert params.model.width == 1.0
 
 
+@pytest.mark.parametrize("dvc_file", ["dvc.yaml", "ablation/dvc.yaml"])
+def test_every_param_a_stage_tracks_is_spelled_out_in_params_yaml(dvc_file: str, data: dict):
+    """DVC refuses to run a stage whose tracked parameter is missing from params.yaml (a
+    pydantic default is not enough)."""
+    stages = yaml.safe_load((REPO / dvc_file).read_text())["stages"]
+    missing = []
+    for name, stage in stages.items():
+        for entry in stage.get("params", []):
+            for key in entry if isinstance(entry, dict) else [entry]:
+                node = data
+                for part in str(key).split("."):
+                    if not isinstance(node, dict) or part not in node:
+                        missing.append(f"{name}: {key}")
+                        break
+                    node = node[part]
+    assert not missing
+
+
 @pytest.mark.parametrize("recipe", RECIPES, ids=lambda p: p.stem)
 def test_the_readmes_recipe_command_applies_every_recipe(recipe: Path, tmp_path):
     """``python -m pipeline.recipe configs/<x>.yaml`` writes values back as ``dvc exp run -S``
