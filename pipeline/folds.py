@@ -61,7 +61,8 @@ def run_fold(fold: int, name: str, digest: str, dvc: str = "dvc") -> dict[str, A
 
     experiment = f"{name}-fold{fold}"
     # ++: set the key whether or not params.yaml spells it out
-    subprocess.run([dvc, "exp", "run", "-S", f"++prepare.fold={fold}", "-n", experiment], check=True)
+    command = [dvc, "exp", "run", "-S", f"++prepare.fold={fold}", "-n", experiment]
+    subprocess.run(command, check=True)
     metrics = read_json(EVALUATE_METRICS)
     row = {"fold": fold, "experiment": experiment, "params_digest": digest}
     row |= {key: float(metrics[key]) for key in SCORES}
