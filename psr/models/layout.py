@@ -3,9 +3,9 @@
 oneDNN's convolutions, batch norm and pooling are faster on NHWC for narrow layers
 (bench/model_speed.py: 1.25-1.5x for the embedded model's training step); at the paper's width
 NCHW is 4-7 % faster on the 2-core machine (BENCHMARKS.md), so CPU training at width 1 is best
-with ``TrainConfig.channels_last=False``. The math is unchanged. Modules that convert their input carry a
-``cpu_channels_last`` attribute (True by default; ``psr.engine.fit`` on CPU sets it from
-``TrainConfig.channels_last``); on other devices the caller picks the layout.
+with ``TrainConfig.channels_last=False``. The math is unchanged. Modules that convert their
+input carry a ``cpu_channels_last`` attribute (True by default; ``psr.engine.fit`` on CPU sets
+it from ``TrainConfig.channels_last``); on other devices the caller picks the layout.
 """
 
 from __future__ import annotations
