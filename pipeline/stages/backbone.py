@@ -75,6 +75,7 @@ def train_backbone(params: Params) -> dict:
         ),
         BACKBONE_DATA,
     )
+    mlflow.set_tags(tracking.run_tags(params.dataset_name, prepared.manifest))  # its FER+
     result = backbone.run(
         cfg,
         model,

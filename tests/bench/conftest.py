@@ -18,5 +18,6 @@ def _load(name: str) -> None:
     spec.loader.exec_module(module)
 
 
-if "throughput" not in sys.modules:
-    _load("throughput")
+for _name in ("throughput", "gpu"):  # gpu imports throughput
+    if _name not in sys.modules:
+        _load(_name)

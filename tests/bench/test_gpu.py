@@ -1,18 +1,9 @@
-import importlib.util
 import json
 import math
-from pathlib import Path
 
+import gpu  # bench/gpu.py, loaded by conftest.py
 import pytest
 import torch
-
-# bench/gpu.py is a script, not a module on sys.path: load it from its file (conftest has already
-# put its `throughput` import in sys.modules)
-_spec = importlib.util.spec_from_file_location(
-    "gpu", Path(__file__).resolve().parents[2] / "bench" / "gpu.py"
-)
-gpu = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(gpu)
 
 
 @pytest.fixture(autouse=True)

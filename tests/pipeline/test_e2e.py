@@ -159,7 +159,7 @@ def test_every_stage_logged_one_run_with_tags(pipeline_repo: PipelineRepo):
         run_ = parents[0]
         assert run_.info.status == "FINISHED"
         assert run_.data.tags.get("mlflow.source.git.commit"), stage
-        if stage != "download":
+        if stage not in ("download", "backbone"):  # the backbone (off here) reads its own FER+
             assert run_.data.tags["psr.data_checksum"] == data_checksum(manifest)
         if stage != "register":
             assert record(pipeline_repo, stage)["run_id"] == run_.info.run_id
