@@ -34,9 +34,9 @@ ablate: $(STAMP)
 folds: $(STAMP)
 	$(BIN)/python -m pipeline.folds $(if $(FOLDS),--folds $(FOLDS))
 
-## test: the test suite
+## test: the test suite, one file per worker on two cores (each test one torch thread)
 test: $(STAMP)
-	$(BIN)/python -m pytest
+	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -n 2 --dist loadfile
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
