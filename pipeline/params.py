@@ -86,6 +86,19 @@ class PrunerParams(Section):
     warmup_epochs: int = Field(1, ge=0, description="median: epochs never pruned")
 
 
+class HeartbeatParams(Section):
+    """Trials of workers on other machines (RDB servers only): a worker that dies leaves its
+    trial RUNNING, which Optuna's sampler would count forever; heartbeats find it instead."""
+
+    interval_s: int | None = Field(
+        60, ge=1, description="seconds between a running trial's heartbeats (null: off)"
+    )
+    grace_s: int | None = Field(
+        None, ge=1, description="a trial this long without a heartbeat is failed (null: 2x)"
+    )
+    max_retry: int = Field(3, ge=0, description="times a failed trial's values are retried")
+
+
 class TuneParams(Section):
     """Optuna search over train/model knobs; the best values override ``train``/``model``."""
 
@@ -103,6 +116,7 @@ class TuneParams(Section):
         "parallel workers; or an RDB URL (postgresql://...)",
     )
     study_prefix: str = Field("psr", description="study name = prefix + hash of its inputs")
+    heartbeat: HeartbeatParams = Field(default_factory=HeartbeatParams)
     pruner: PrunerParams = Field(default_factory=PrunerParams)
     baseline_trial: bool = Field(
         True,

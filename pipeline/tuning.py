@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 import tempfile
+import warnings
 from typing import Any
 
 import mlflow
@@ -28,7 +29,7 @@ import numpy as np
 import optuna
 
 from pipeline import tracking
-from pipeline.params import Params, SearchDim
+from pipeline.params import HeartbeatParams, Params, SearchDim
 from pipeline.paths import PRIORS_FILE
 from pipeline.resolve import apply_overrides, value_at, with_pretrained_weights
 from pipeline.workspace import resolve_shared, shared_root
@@ -46,10 +47,17 @@ STAGE = "tune"
 log = logging.getLogger(__name__)
 
 
-def open_storage(spec: str | None) -> str | optuna.storages.BaseStorage:
+def open_storage(
+    spec: str | None, heartbeat: HeartbeatParams | None = None
+) -> optuna.storages.BaseStorage:
     """``None`` -> SQLite at the repository root; ``journal:<file>`` -> JournalStorage (safe for
-    parallel processes); anything else is an RDB URL (``postgresql://...``). SQLite waits for
-    a lock as long as the tracking database does (``PSR_TRACKING_LOCK_TIMEOUT_S``)."""
+    parallel processes); anything else is an RDB server URL (``postgresql://...``). SQLite waits
+    for a lock as long as the tracking database does (``PSR_TRACKING_LOCK_TIMEOUT_S``).
+
+    On a server, workers may run on other machines, where :func:`fail_abandoned_trials` cannot
+    see that a process died: with ``heartbeat`` (the workers' storages) each running trial
+    beats, and Optuna fails a trial that stopped beating and queues its values again
+    (``RetryHeartbeatStaleTrialCallback``), so the sampler never counts it RUNNING forever."""
     if spec is None:
         spec = f"sqlite:///{shared_root() / 'optuna.db'}"
     if spec.startswith("sqlite:"):
@@ -61,7 +69,17 @@ def open_storage(spec: str | None) -> str | optuna.storages.BaseStorage:
         path = resolve_shared(spec.removeprefix("journal:"))
         path.parent.mkdir(parents=True, exist_ok=True)
         return JournalStorage(JournalFileBackend(str(path)))
-    return spec
+    if heartbeat is None or heartbeat.interval_s is None:
+        return optuna.storages.RDBStorage(spec)
+    with warnings.catch_warnings():  # "experimental" since Optuna 2.8, unchanged since
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=heartbeat.max_retry)
+        return optuna.storages.RDBStorage(
+            spec,
+            heartbeat_interval=heartbeat.interval_s,
+            grace_period=heartbeat.grace_s,
+            heartbeat_stale_trial_callback=retry,
+        )
 
 
 def trial_params(params: Params, overrides: dict[str, Any]) -> Params:
@@ -82,7 +100,7 @@ def study_name(params: Params, checksum: str) -> str:
     the train knobs trials replace (epochs, data fraction): changing ``train.phase1.epochs``
     reruns the DVC stage, which then finds its study complete and only rewrites the report."""
     tune = params.tune.model_dump(
-        mode="json", exclude={"n_trials", "timeout_s", "storage", "study_prefix"}
+        mode="json", exclude={"n_trials", "timeout_s", "storage", "study_prefix", "heartbeat"}
     )
     sr = params.model.sr_weights
     trial = trial_params(params, {})  # what a trial trains: epochs and data from the budget
@@ -142,7 +160,7 @@ def baseline_values(params: Params) -> dict[str, Any]:
 def open_study(params: Params, name: str, **settings: Any) -> optuna.Study:
     """Create or load study ``name`` in ``tune.storage`` (``settings``: sampler, pruner)."""
     return optuna.create_study(
-        storage=open_storage(params.tune.storage),
+        storage=open_storage(params.tune.storage, params.tune.heartbeat),
         study_name=name,
         direction="maximize",
         load_if_exists=True,
@@ -196,6 +214,9 @@ class Objective:
 
     def __call__(self, trial: optuna.Trial) -> float:
         trial.set_user_attr(OWNER, tracking.process_tag()[tracking.TAG_PROCESS])
+        frozen = trial.study._storage.get_trial(trial._trial_id)  # system attrs: no public read
+        if "failed_trial" in frozen.system_attrs:  # a heartbeat retry, recorded as a local one
+            trial.set_user_attr(RETRY_OF, frozen.system_attrs["failed_trial"])
         surplus = _surplus(trial.study, trial.number, self.params.tune.n_trials)
         if surplus:
             trial.set_user_attr(FAIL_REASON, surplus)

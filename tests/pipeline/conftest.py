@@ -114,8 +114,9 @@ def stage(workspace):
 
 @pytest.fixture
 def run_tune_workers(workspace):
-    """``run(envs)``: one ``pipeline.stages.tune worker`` process per entry of ``envs`` (worker
-    1, 2, ...; each entry adds to its environment) under one MLflow parent run, waited for;
+    """``run(envs, prefixes)``: one ``pipeline.stages.tune worker`` process per entry of
+    ``envs`` (worker 1, 2, ...; each entry adds to its environment; ``prefixes[i]`` runs worker
+    i's command under another, e.g. ``unshare``) under one MLflow parent run, waited for;
     returns ``[(returncode, output)]``."""
     import contextlib
     import subprocess
@@ -126,7 +127,7 @@ def run_tune_workers(workspace):
     from pipeline import tracking
     from pipeline.params import load_params
 
-    def run(envs: list[dict[str, str]]) -> list[tuple[int, str]]:
+    def run(envs: list[dict[str, str]], prefixes: dict[int, list[str]] | None = None):
         with contextlib.chdir(workspace):
             tracking.use_experiment(load_params().dataset_name)
             with mlflow.start_run(run_name="tune-parallel") as parent:
@@ -134,7 +135,12 @@ def run_tune_workers(workspace):
         command = [sys.executable, "-m", "pipeline.stages.tune", "worker"]
         workers = [
             subprocess.Popen(
-                [*command, "--worker", str(i), "--parent-run-id", parent_id],
+                [
+                    *(prefixes or {}).get(i, []),
+                    *command,
+                    f"--worker={i}",
+                    f"--parent-run-id={parent_id}",
+                ],
                 cwd=workspace,
                 env=_stage_env(**extra),
                 stdout=subprocess.PIPE,
