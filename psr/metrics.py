@@ -210,7 +210,7 @@ def majority_baseline(
     return {"class": class_names[majority], **{m: float(scores[m]) for m in BASELINE_METRICS}}
 
 
-def chance_baseline(labels: np.ndarray, class_names: Sequence[str]) -> dict[str, float]:
+def chance_baseline(labels: np.ndarray, class_names: Sequence[str]) -> dict[str, float | int]:
     """What a uniform random guess among the K classes scores on ``labels``, in expectation:
     accuracy and UAR are exactly 1/K; macro-F1 is its large-sample value, the mean over classes
     of ``2 p_c (1/K) / (p_c + 1/K)`` (class ``c``'s precision tends to its frequency ``p_c``,
@@ -218,7 +218,7 @@ def chance_baseline(labels: np.ndarray, class_names: Sequence[str]) -> dict[str,
     k = len(class_names)
     frequency = np.bincount(np.asarray(labels, dtype=np.int64), minlength=k) / len(labels)
     f1 = 2 * frequency / (k * frequency + 1)
-    return {"accuracy": 1.0 / k, "macro_f1": float(f1.mean()), "uar": 1.0 / k}
+    return {"classes": k, "accuracy": 1.0 / k, "macro_f1": float(f1.mean()), "uar": 1.0 / k}
 
 
 #: Scores with a bootstrap confidence interval, and the default interval and resample count.

@@ -84,7 +84,7 @@ def calibration_table(result: EvalResult) -> pd.DataFrame:
 
 def metrics_document(
     results: Mapping[str, EvalResult],
-    baselines: Mapping[str, Mapping[str, float | str]] | None = None,
+    baselines: Mapping[str, Mapping[str, float | int | str]] | None = None,
     definitions: Mapping[str, Mapping[str, float | int | str]] | None = None,
 ) -> dict:
     """The first result's metrics at the top level (``variant`` names it), the others nested;
@@ -155,14 +155,14 @@ def _headline_table(results: Mapping[str, EvalResult]) -> str:
 
 
 def _baseline_table(
-    name: str, result: EvalResult, baselines: Mapping[str, Mapping[str, float | str]]
+    name: str, result: EvalResult, baselines: Mapping[str, Mapping[str, float | int | str]]
 ) -> str:
     """The model's scores (with intervals) above what the baselines score on the same images."""
     what = {
         "majority": lambda b: (
             f"majority class: always {b['class']!r} (train split's most frequent)"
         ),
-        "chance": lambda b: f"chance: a uniform guess among {round(1 / b['accuracy'])} classes",
+        "chance": lambda b: f"chance: a uniform guess among {b['classes']} classes",
     }
     rows = [
         [f"model ({name})"]
@@ -184,7 +184,7 @@ def render_html(
     title: str,
     info: Mapping[str, str],
     provenance: Mapping[str, str] | None = None,
-    baselines: Mapping[str, Mapping[str, float | str]] | None = None,
+    baselines: Mapping[str, Mapping[str, float | int | str]] | None = None,
     breakdown: pd.DataFrame | None = None,
     breakdown_column: str | None = None,
     definitions: Mapping[str, Mapping[str, float | int | str]] | None = None,
@@ -213,9 +213,9 @@ def render_html(
         )
     else:
         note = "no bootstrap intervals (evaluate.bootstrap: 0)."
-    title_ = "TTA vs plain" if {"tta", "no_tta"} <= set(names) else "Headline metrics"
+    heading = "TTA vs plain" if {"tta", "no_tta"} <= set(names) else "Headline metrics"
     parts += [
-        f"<h2>{title_}</h2>",
+        f"<h2>{heading}</h2>",
         f"<p>{html.escape(note)}</p>",
         _headline_table(results),
     ]
@@ -295,7 +295,7 @@ def write_report(
     title: str = "PSR-FER evaluation",
     info: Mapping[str, str] | None = None,
     provenance: Mapping[str, str] | None = None,
-    baselines: Mapping[str, Mapping[str, float | str]] | None = None,
+    baselines: Mapping[str, Mapping[str, float | int | str]] | None = None,
     definitions: Mapping[str, Mapping[str, float | int | str]] | None = None,
 ) -> Path:
     """Write every output into ``out_dir`` (replaced as a whole) and return its path.
@@ -483,7 +483,7 @@ def _selected_epoch(extra: Mapping[str, object]) -> str:
     if "epoch" not in extra:
         return "no training record"
     valid = f", valid accuracy {float(extra['valid_acc']):.4f}" if "valid_acc" in extra else ""
-    return f"epoch {extra['epoch']} (phase {extra.get('phase', '?')}){valid}"
+    return f"epoch {extra['epoch']}, phase {extra.get('phase', '?')}{valid}"
 
 
 def _majority_baseline(data: str | Path, prepared) -> dict[str, float | str] | None:

@@ -80,6 +80,7 @@ def test_face_size_breakdown_by_default_when_the_sidecar_has_it(prepared, checkp
     page = (tmp_path / "auto" / "report.html").read_text()
     assert "<h2>Accuracy by face_size</h2>" in page
     assert "<td>registered model</td><td>psr-fer version 3</td>" in page  # as the caller gave it
+    assert "best.pt (epoch 1, phase 1, valid accuracy 0." in page  # one epoch, numbered from 1
     other = tmp_path / "other.csv"
     pd.read_csv(generation).drop(columns="face_size").to_csv(other, index=False)
     result = evaluate.run(cfg, checkpoint, prepared, tmp_path / "none", sidecar=other)

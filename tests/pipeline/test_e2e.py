@@ -237,7 +237,7 @@ def test_evaluation_report_has_provenance_intervals_baselines_and_face_sizes(
     history = pd.read_csv(root / "reports/train/history.csv")
     assert history["epoch"].tolist() == [1, 2, 3]
     best = json.loads((root / "reports/train/metrics.json").read_text())["best_epoch"]
-    assert f"epoch {best} (phase " in page  # best.pt's epoch, numbered as history.csv's
+    assert f"best.pt (epoch {best}, phase " in page  # best.pt's epoch, numbered as history.csv's
 
 
 def test_psr_evaluate_a_registered_model_names_its_version(pipeline_repo: PipelineRepo, tmp_path):
