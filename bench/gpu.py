@@ -260,7 +260,7 @@ def train_check(config: dict, device: torch.device, clock: Clock) -> dict:
 
     def progress(epoch: int, m: dict[str, float]) -> None:
         clock.say(
-            f"train epoch {epoch + 1}/{EPOCHS}: loss {m['train_loss']:.4f}, valid loss "
+            f"train epoch {epoch}/{EPOCHS}: loss {m['train_loss']:.4f}, valid loss "
             f"{m['valid_loss']:.4f} acc {m['valid_acc']:.3f}, {m['images_per_s']:,.0f} img/s"
         )
 
@@ -316,7 +316,7 @@ def markdown(report: dict) -> str:
     ]
     for m in train["curve"]:
         lines.append(
-            f"| {m['epoch'] + 1} | {m['train_loss']:.4f} | {m['valid_loss']:.4f} | "
+            f"| {m['epoch']} | {m['train_loss']:.4f} | {m['valid_loss']:.4f} | "
             f"{m['valid_acc']:.3f} | {m['images_per_s']:,.0f} |"
         )
     lines += ["", f"Loss fell: {'yes' if report['loss_fell'] else 'NO'}.", ""]

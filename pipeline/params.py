@@ -203,10 +203,11 @@ class Params(Section):
                 f"download.synthetic writes {RAW_DIR}: set prepare.source to {RAW_DIR} "
                 f"(got {self.prepare.source})"
             )
-        if self.evaluate.breakdown_by and not self.download.synthetic:
+        if self.evaluate.breakdown_by not in (None, "auto") and not self.download.synthetic:
             raise ValueError(
-                "evaluate.breakdown_by needs the synthetic generator's generation.csv "
-                "(download.synthetic: true)"
+                f"evaluate.breakdown_by: {self.evaluate.breakdown_by} needs the synthetic "
+                "generator's generation.csv (download.synthetic: true); auto or null work on "
+                "any data"
             )
         for path in self.tune.space:
             if not path.startswith(("train.", "model.")):
@@ -217,6 +218,12 @@ class Params(Section):
     def dataset_name(self) -> str:
         """The prepared folder name, also the MLflow experiment's suffix."""
         return self.prepare.name or self.prepare.dataset
+
+    @property
+    def breakdown_sidecar(self) -> bool:
+        """Whether the evaluation gets the generator's per-image ``generation.csv`` (synthetic
+        data, ``evaluate.breakdown_by`` not null) to break accuracy down by."""
+        return self.download.synthetic and self.evaluate.breakdown_by is not None
 
     @property
     def prepared_dir(self) -> Path:

@@ -320,6 +320,6 @@ class EpochLogger:
     def log_missing(self, history: Sequence[Mapping[str, float]]) -> None:
         """Log the epochs of ``history`` this logger did not see: those a resumed training
         had done before it was interrupted, so the run shows the whole curve."""
-        for epoch, metrics in enumerate(history):
-            if epoch not in self.logged:
-                self(epoch, metrics)
+        for metrics in history:
+            if int(metrics["epoch"]) not in self.logged:
+                self(int(metrics["epoch"]), metrics)

@@ -263,9 +263,9 @@ class Objective:
 
         def report(epoch: int, metrics: dict[str, float]) -> None:
             log_epoch(epoch, metrics)
-            trial.report(metrics[OBJECTIVE], epoch + 1)  # step = epochs trained (the resource)
+            trial.report(metrics[OBJECTIVE], epoch)  # step = epochs trained (the resource)
             if prunable and trial.should_prune():
-                raise optuna.TrialPruned(f"pruned after epoch {epoch + 1}")
+                raise optuna.TrialPruned(f"pruned after epoch {epoch}")
 
         with tempfile.TemporaryDirectory(prefix=f"psr-trial-{trial.number}-") as out:
             result = train.run(

@@ -38,7 +38,12 @@ from psr.data.transforms import (
     tta_transforms,
 )
 from psr.device import resolve_device
-from psr.metrics import classification_metrics
+from psr.metrics import (
+    BOOTSTRAP_RESAMPLES,
+    CI_LEVEL,
+    bootstrap_intervals,
+    classification_metrics,
+)
 from psr.models import fuse
 
 if TYPE_CHECKING:
@@ -58,6 +63,7 @@ class EvalResult:
     class_names: tuple[str, ...]
     branch_names: tuple[str, ...]
     tta: bool
+    repeat_preds: np.ndarray | None = None  # [R, N]: each TTA repeat's own prediction
 
     @property
     def preds(self) -> np.ndarray:
@@ -115,13 +121,23 @@ def _predict_view(
     return torch.cat(fused), torch.cat(branches)  # [N, K], [N, n, K]
 
 
-def evaluate(
+#: The evaluation variants: the paper's test-time augmentation and the plain single pass.
+VARIANTS = ("tta", "no_tta")
+
+
+def evaluate(model: nn.Module, split: PreparedSplit, *, tta: bool = False, **options) -> EvalResult:
+    """One variant of :func:`evaluate_variants`: with ``tta`` the paper's, else the plain pass."""
+    variant = "tta" if tta else "no_tta"
+    return evaluate_variants(model, split, (variant,), **options)[variant]
+
+
+def evaluate_variants(
     model: nn.Module,
     split: PreparedSplit,
+    variants: Sequence[str] = ("tta",),
     *,
     image_size: int,
     batch_size: int = 64,
-    tta: bool = False,
     tta_repeats: int = TTA_REPEATS,
     tta_beta: float = TTA_BETA,
     device: str | torch.device = "cpu",
@@ -129,8 +145,11 @@ def evaluate(
     seed: int = 0,
     class_names: Sequence[str] | None = None,
     augment: AugmentConfig | None = None,
-) -> EvalResult:
-    """Predict every image of ``split`` and compute the metrics.
+    bootstrap: int = BOOTSTRAP_RESAMPLES,
+) -> dict[str, EvalResult]:
+    """Predict every image of ``split`` and compute the metrics of each of ``variants``
+    (:data:`VARIANTS`, in the given order). The plain pass is TTA's first view, so adding
+    ``no_tta`` to ``tta`` costs no inference.
 
     With ``tta`` the headline ``accuracy``, ``macro_f1`` and ``uar`` are the official statistic,
     the mean over the ``tta_repeats`` repeats of each repeat's own score, with
@@ -139,9 +158,16 @@ def evaluate(
     the training augmentation the views reuse (the dataset's recipe: rotation 30 for FER+, 15
     for RAF-DB); default: the FER+ recipe.
 
+    ``bootstrap`` > 0 adds the 95 % percentile-bootstrap interval of each headline score over
+    the images (``<score>_ci_low``/``_ci_high``, seeded by ``seed``; with TTA, of the mean over
+    repeats: :func:`psr.metrics.bootstrap_intervals`) and ``bootstrap_resamples``.
+
     ``class_names`` (the model's output order) defaults to the split's; they must agree, because a
     model trained on one label order scores garbage on another.
     """
+    unknown = [v for v in variants if v not in VARIANTS]
+    if unknown or not variants:
+        raise ValueError(f"variants must be some of {list(VARIANTS)}, got {list(variants)}")
     names = tuple(class_names or split.class_names)
     if tuple(split.class_names) != names:
         raise ValueError(
@@ -149,16 +175,16 @@ def evaluate(
         )
     if len(split.labels) == 0:
         raise ValueError("the split is empty: nothing to evaluate")
+    if tta_repeats < 1:
+        raise ValueError(f"tta_repeats must be >= 1, got {tta_repeats}")
     device = resolve_device(device) if isinstance(device, str) else device
     model = model.to(device).eval()
     run = {"batch_size": batch_size, "device": device, "workers": workers}
-    fused, branches = _predict_view(model, split, eval_transform(image_size), **run)
+    plain, plain_branches = _predict_view(model, split, eval_transform(image_size), **run)
     labels = np.asarray(split.labels, dtype=np.int64)
-    repeat_scores: list[dict[str, float | int]] = []
-    if tta:
-        if tta_repeats < 1:
-            raise ValueError(f"tta_repeats must be >= 1, got {tta_repeats}")
-        fused_views, branch_views = [], []
+    outputs = {"no_tta": (plain, plain_branches, None)}
+    if "tta" in variants:
+        fused_views, branch_views, repeats = [], [], []
         for repeat in range(tta_repeats):
             repeat_views = []
             for index, view in enumerate(tta_transforms(image_size, augment)):
@@ -167,29 +193,55 @@ def evaluate(
                 repeat_views.append(f)
                 branch_views.append(b)
             fused_views += repeat_views
-            repeat_probs = blend_tta(fused, repeat_views, tta_beta).numpy().astype(np.float64)
-            repeat_scores.append(classification_metrics(labels, repeat_probs, names))
+            repeats.append(blend_tta(plain, repeat_views, tta_beta).numpy().astype(np.float64))
         # Blending is linear, so pooling every view equals the mean of the repeats' blends.
-        fused = blend_tta(fused, fused_views, tta_beta)
-        branches = blend_tta(branches, branch_views, tta_beta)
-    probs = fused.numpy().astype(np.float64)
-    branch_probs = branches.numpy().astype(np.float64)
-    if probs.shape[1] != len(names):
-        raise ValueError(f"the model outputs {probs.shape[1]} classes, the split has {len(names)}")
-    branch_names = branch_names_of(model, branch_probs.shape[1])
-    metrics = classification_metrics(labels, probs, names, branch_probs, branch_names)
-    if repeat_scores:
-        metrics |= official_tta_statistics(metrics, repeat_scores)
-    return EvalResult(
-        metrics=metrics,
-        probs=probs,
-        branch_probs=branch_probs,
-        labels=labels,
-        ids=tuple(str(i) for i in split.ids),
-        class_names=names,
-        branch_names=branch_names,
-        tta=tta,
-    )
+        fused = blend_tta(plain, fused_views, tta_beta)
+        branches = blend_tta(plain_branches, branch_views, tta_beta)
+        outputs["tta"] = (fused, branches, repeats)
+    branch_names = branch_names_of(model, plain_branches.shape[1])
+    ids = tuple(str(i) for i in split.ids)
+    results = {}
+    for variant in variants:
+        fused, branches, repeats = outputs[variant]
+        probs = fused.numpy().astype(np.float64)
+        branch_probs = branches.numpy().astype(np.float64)
+        if probs.shape[1] != len(names):
+            raise ValueError(
+                f"the model outputs {probs.shape[1]} classes, the split has {len(names)}"
+            )
+        metrics = classification_metrics(labels, probs, names, branch_probs, branch_names)
+        repeat_preds = None
+        if repeats is not None:
+            scores = [classification_metrics(labels, p, names) for p in repeats]
+            metrics |= official_tta_statistics(metrics, scores)
+            repeat_preds = np.stack([p.argmax(axis=1) for p in repeats])
+        if bootstrap > 0:
+            preds = repeat_preds if repeat_preds is not None else probs.argmax(axis=1)
+            metrics |= interval_metrics(labels, preds, len(names), bootstrap, seed)
+        results[variant] = EvalResult(
+            metrics=metrics,
+            probs=probs,
+            branch_probs=branch_probs,
+            labels=labels,
+            ids=ids,
+            class_names=names,
+            branch_names=branch_names,
+            tta=variant == "tta",
+            repeat_preds=repeat_preds,
+        )
+    return results
+
+
+def interval_metrics(
+    labels: np.ndarray, preds: np.ndarray, num_classes: int, resamples: int, seed: int
+) -> dict[str, float | int]:
+    """:func:`psr.metrics.bootstrap_intervals` as flat metrics: ``<score>_ci_low``,
+    ``<score>_ci_high``, ``ci_level`` and ``bootstrap_resamples``."""
+    intervals = bootstrap_intervals(labels, preds, num_classes, resamples=resamples, seed=seed)
+    out: dict[str, float | int] = {"ci_level": CI_LEVEL, "bootstrap_resamples": int(resamples)}
+    for score, (low, high) in intervals.items():
+        out |= {f"{score}_ci_low": low, f"{score}_ci_high": high}
+    return out
 
 
 #: Scores the official report takes per TTA repeat (its "uas" is the UAR).

@@ -96,8 +96,9 @@ def plot_per_class(result: EvalResult, path: Path) -> None:
     _save(fig, path)
 
 
-def plot_branches(results: Mapping[str, EvalResult], path: Path) -> None:
-    """Accuracy of each pyramid branch alone next to the fused prediction, per result."""
+def branches_figure(results: Mapping[str, EvalResult]) -> plt.Figure:
+    """Accuracy of each pyramid branch alone next to the fused prediction, per result; the
+    legend sits right of the axes, where no bar or value label can be under it."""
     first = next(iter(results.values()))
     labels = [*first.branch_names, "fused"]
     x = np.arange(len(labels))
@@ -112,8 +113,13 @@ def plot_branches(results: Mapping[str, EvalResult], path: Path) -> None:
     ax.set_ylabel("accuracy")
     ax.set_ylim(0, 1.1)
     ax.set_title("pyramid branches alone vs fused")
-    ax.legend(loc="lower right")
-    _save(fig, path)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
+    return fig
+
+
+def plot_branches(results: Mapping[str, EvalResult], path: Path) -> None:
+    """:func:`branches_figure` as a PNG."""
+    _save(branches_figure(results), path)
 
 
 def plot_mistakes(result: EvalResult, images: np.ndarray, path: Path) -> int:

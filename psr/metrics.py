@@ -208,3 +208,69 @@ def majority_baseline(
     probs[:, majority] = 1.0
     scores = classification_metrics(np.asarray(labels), probs, class_names)
     return {"class": class_names[majority], **{m: float(scores[m]) for m in BASELINE_METRICS}}
+
+
+def chance_baseline(labels: np.ndarray, class_names: Sequence[str]) -> dict[str, float | int]:
+    """What a uniform random guess among the K classes scores on ``labels``, in expectation:
+    accuracy and UAR are exactly 1/K; macro-F1 is its large-sample value, the mean over classes
+    of ``2 p_c (1/K) / (p_c + 1/K)`` (class ``c``'s precision tends to its frequency ``p_c``,
+    its recall is 1/K; every class is predicted, so every class counts)."""
+    k = len(class_names)
+    frequency = np.bincount(np.asarray(labels, dtype=np.int64), minlength=k) / len(labels)
+    f1 = 2 * frequency / (k * frequency + 1)
+    return {"classes": k, "accuracy": 1.0 / k, "macro_f1": float(f1.mean()), "uar": 1.0 / k}
+
+
+#: Scores with a bootstrap confidence interval, and the default interval and resample count.
+INTERVAL_METRICS = ("accuracy", "macro_f1", "uar")
+CI_LEVEL = 0.95
+BOOTSTRAP_RESAMPLES = 1000
+
+
+def bootstrap_intervals(
+    labels: np.ndarray,
+    preds: np.ndarray,
+    num_classes: int,
+    *,
+    resamples: int = BOOTSTRAP_RESAMPLES,
+    level: float = CI_LEVEL,
+    seed: int = 0,
+) -> dict[str, tuple[float, float]]:
+    """Percentile-bootstrap intervals of accuracy, macro-F1 and UAR over the samples.
+
+    Each of ``resamples`` draws picks N samples with replacement (seeded). ``preds`` is ``[N]``,
+    or ``[R, N]`` for R TTA repeats: then each draw scores every repeat on the same drawn
+    samples and takes the mean over repeats, the statistic the official TTA report heads with,
+    so the interval is the test set's sampling variation of that mean (the TTA views are
+    fixed). Vectorised: one ``bincount`` of ``resamples x N`` pairs per repeat.
+    """
+    labels = np.asarray(labels, dtype=np.int64)
+    preds = np.atleast_2d(np.asarray(preds, dtype=np.int64))
+    n, k = len(labels), num_classes
+    if preds.shape[1] != n or n == 0:
+        raise ValueError(f"predictions of shape {preds.shape} for {n} labels")
+    if resamples < 1 or not 0 < level < 1:
+        raise ValueError(f"need resamples >= 1 and 0 < level < 1, got {resamples}, {level}")
+    rng = np.random.default_rng(seed)
+    draws = rng.integers(0, n, size=(resamples, n))  # [B, N]
+    offset = np.arange(resamples)[:, None] * (k * k)  # each draw its own confusion matrix
+    totals = {m: np.zeros(resamples) for m in INTERVAL_METRICS}
+    for repeat in preds:
+        cells = labels * k + repeat  # [N]: (true, predicted) cell of each sample
+        flat = (offset + cells[draws]).ravel()
+        cm = np.bincount(flat, minlength=resamples * k * k).reshape(resamples, k, k)
+        tp = np.einsum("bii->bi", cm).astype(np.float64)
+        support, predicted = cm.sum(axis=2), cm.sum(axis=1)
+        recall = np.divide(tp, support, out=np.zeros_like(tp), where=support > 0)
+        precision = np.divide(tp, predicted, out=np.zeros_like(tp), where=predicted > 0)
+        denom = precision + recall
+        f1 = np.divide(2 * precision * recall, denom, out=np.zeros_like(tp), where=denom > 0)
+        present, occurs = (support + predicted) > 0, support > 0  # as macro_f1 and the UAR
+        totals["accuracy"] += tp.sum(axis=1) / n
+        totals["macro_f1"] += (f1 * present).sum(axis=1) / present.sum(axis=1)
+        totals["uar"] += (recall * occurs).sum(axis=1) / occurs.sum(axis=1)
+    tails = 100 * np.array([(1 - level) / 2, (1 + level) / 2])
+    return {
+        m: tuple(float(v) for v in np.percentile(total / len(preds), tails))
+        for m, total in totals.items()
+    }

@@ -2,15 +2,19 @@
 
 Written into a directory, all at once (a temporary sibling directory renamed into place):
 
-- ``metrics.json``: the first result's flat metrics (what ``dvc metrics show`` reads), plus
-  ``variant`` and the other results (e.g. without TTA) nested under their names;
+- ``metrics.json``: the first result's flat metrics (what ``dvc metrics show`` reads; with
+  ``<score>_ci_low``/``_ci_high``, 95 % bootstrap intervals), plus ``variant``, the other results
+  (e.g. without TTA) nested under their names, and the baselines (``majority_baseline``,
+  ``chance_baseline``);
 - ``predictions.csv``: ``id,actual,predicted`` (class names, DVC's confusion template) and
   ``p_<class>``;
 - ``calibration.csv``: confidence vs accuracy per non-empty bin (a DVC line plot);
 - ``confusion_counts.png``, ``confusion_normalized.png``, ``reliability.png``, ``per_class.png``,
   ``branches.png``, ``mistakes.png`` (when images are given), ``accuracy_by_<column>.png`` and
   ``.csv`` (when a breakdown is given);
-- ``report.html``: every figure embedded as base64 and the metric tables, one file to share.
+- ``report.html``: provenance (model, run, commit, training configuration: what the caller
+  knows), the metric tables (TTA beside the plain pass, with intervals, against the baselines)
+  and every figure embedded as base64, one file to share.
 """
 
 from __future__ import annotations
@@ -26,7 +30,13 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 
-from psr.evaluate import EvalResult, accuracy_breakdown, evaluate, load_sidecar, match_sidecar
+from psr.evaluate import (
+    EvalResult,
+    accuracy_breakdown,
+    evaluate_variants,
+    load_sidecar,
+    match_sidecar,
+)
 from psr.figures import (
     plot_branches,
     plot_breakdown,
@@ -36,7 +46,7 @@ from psr.figures import (
     plot_reliability,
 )
 from psr.fileio import atomic_directory
-from psr.metrics import calibration_bins
+from psr.metrics import BASELINE_METRICS, BOOTSTRAP_RESAMPLES, calibration_bins, chance_baseline
 
 HEADLINE = ("accuracy", "macro_f1", "uar", "nll", "ece")
 
@@ -74,18 +84,19 @@ def calibration_table(result: EvalResult) -> pd.DataFrame:
 
 def metrics_document(
     results: Mapping[str, EvalResult],
-    baseline: Mapping[str, float | str] | None = None,
+    baselines: Mapping[str, Mapping[str, float | int | str]] | None = None,
     definitions: Mapping[str, Mapping[str, float | int | str]] | None = None,
 ) -> dict:
     """The first result's metrics at the top level (``variant`` names it), the others nested;
-    ``majority_baseline``: what always answering the most frequent training class scores;
-    ``test_definitions``: the headline scores under each FER+ test-set definition."""
+    ``<name>_baseline`` for each of ``baselines`` (``majority``: always answering the most
+    frequent training class; ``chance``: a uniform random guess); ``test_definitions``: the
+    headline scores under each FER+ test-set definition."""
     (first_name, first), *others = results.items()
     document: dict = {"variant": first_name, **first.metrics}
     for name, result in others:
         document[name] = dict(result.metrics)
-    if baseline is not None:
-        document["majority_baseline"] = dict(baseline)
+    for name, scores in (baselines or {}).items():
+        document[f"{name}_baseline"] = dict(scores)
     if definitions:
         document["test_definitions"] = {k: dict(v) for k, v in definitions.items()}
     return document
@@ -114,23 +125,105 @@ def _cell(value: float | int | str) -> str:
     return value if isinstance(value, str) else _fmt(value)
 
 
+def _interval(metrics: Mapping[str, float | int], score: str) -> str:
+    """``[low, high]`` of a score's bootstrap interval, or empty without one."""
+    if f"{score}_ci_low" not in metrics:
+        return ""
+    return f"[{_fmt(metrics[f'{score}_ci_low'])}, {_fmt(metrics[f'{score}_ci_high'])}]"
+
+
+def _headline_table(results: Mapping[str, EvalResult]) -> str:
+    """Every variant side by side (TTA beside the plain pass), each score with its 95 %
+    interval, and the difference of the first two variants."""
+    names = list(results)
+    header = ["metric"]
+    for n in names:
+        header += [n, f"{n} 95 % CI"]
+    if len(names) > 1:
+        header.append(f"{names[0]} − {names[1]}")
+    rows = []
+    for m in HEADLINE:
+        row = [m]
+        for n in names:
+            row += [_fmt(results[n].metrics[m]), _interval(results[n].metrics, m)]
+        if len(names) > 1:
+            row.append(f"{results[names[0]].metrics[m] - results[names[1]].metrics[m]:+.4f}")
+        rows.append(row)
+    samples = [str(results[n].metrics["num_samples"]) for n in names]
+    rows.append(["samples", *[c for s in samples for c in (s, "")], *([""] * (len(names) > 1))])
+    return _table_html(rows, header)
+
+
+def _baseline_table(
+    name: str, result: EvalResult, baselines: Mapping[str, Mapping[str, float | int | str]]
+) -> str:
+    """The model's scores (with intervals) above what the baselines score on the same images."""
+    what = {
+        "majority": lambda b: (
+            f"majority class: always {b['class']!r} (train split's most frequent)"
+        ),
+        "chance": lambda b: f"chance: a uniform guess among {b['classes']} classes",
+    }
+    rows = [
+        [f"model ({name})"]
+        + [
+            f"{_fmt(result.metrics[m])} {_interval(result.metrics, m)}".strip()
+            for m in BASELINE_METRICS
+        ]
+    ]
+    for key, scores in baselines.items():
+        label = what[key](scores) if key in what else key
+        rows.append([label] + [_fmt(float(scores[m])) for m in BASELINE_METRICS])
+    return _table_html(rows, ["", *BASELINE_METRICS])
+
+
 def render_html(
     results: Mapping[str, EvalResult],
     figures: dict[str, Path],
     *,
     title: str,
     info: Mapping[str, str],
+    provenance: Mapping[str, str] | None = None,
+    baselines: Mapping[str, Mapping[str, float | int | str]] | None = None,
     breakdown: pd.DataFrame | None = None,
+    breakdown_column: str | None = None,
     definitions: Mapping[str, Mapping[str, float | int | str]] | None = None,
 ) -> str:
-    """The self-contained report: tables of metrics and every figure inlined as a data URI."""
+    """The self-contained report: provenance and evaluation settings, tables of metrics, and
+    every figure inlined as a data URI."""
     names = list(results)
     first = results[names[0]]
     parts = [f"<h1>{html.escape(title)}</h1>"]
-    parts.append(_table_html([[k, v] for k, v in info.items()], ["run", "value"]))
-    headline = [[m] + [_fmt(results[n].metrics[m]) for n in names] for m in HEADLINE]
-    headline.append(["samples"] + [str(results[n].metrics["num_samples"]) for n in names])
-    parts += ["<h2>Headline metrics</h2>", _table_html(headline, ["metric", *names])]
+    if provenance:
+        parts += [
+            "<h2>Provenance</h2>",
+            _table_html([[k, v] for k, v in provenance.items()], ["", "value"]),
+        ]
+    parts += ["<h2>Evaluation</h2>", _table_html([[k, v] for k, v in info.items()], ["", "value"])]
+    if "bootstrap_resamples" in first.metrics:
+        what = (
+            "the test images are resampled with replacement, each TTA repeat scored on the same "
+            "draw and averaged, as the headline (the TTA views stay fixed)"
+            if first.repeat_preds is not None
+            else "the test images are resampled with replacement"
+        )
+        note = (
+            f"95 % CI: percentile bootstrap, {first.metrics['bootstrap_resamples']} resamples; "
+            f"{what}."
+        )
+    else:
+        note = "no bootstrap intervals (evaluate.bootstrap: 0)."
+    heading = "TTA vs plain" if {"tta", "no_tta"} <= set(names) else "Headline metrics"
+    parts += [
+        f"<h2>{heading}</h2>",
+        f"<p>{html.escape(note)}</p>",
+        _headline_table(results),
+    ]
+    if baselines:
+        parts += [
+            "<h2>Baselines</h2>",
+            _baseline_table(names[0], first, baselines),
+        ]
     branch_rows = [
         [b] + [_fmt(results[n].metrics[f"branch_accuracy_{b}"]) for n in names]
         for b in first.branch_names
@@ -167,7 +260,11 @@ def render_html(
         ]
     if breakdown is not None:
         rows = [[_fmt(v) if isinstance(v, float) else str(v) for v in r] for r in breakdown.values]
-        parts += ["<h2>Breakdown</h2>", _table_html(rows, [str(c) for c in breakdown.columns])]
+        heading = f"Accuracy by {breakdown_column}" if breakdown_column else "Breakdown"
+        parts += [
+            f"<h2>{html.escape(heading)}</h2>",
+            _table_html(rows, [str(c) for c in breakdown.columns]),
+        ]
     parts.append("<h2>Figures</h2>")
     for caption, path in figures.items():
         data = base64.b64encode(path.read_bytes()).decode("ascii")
@@ -197,13 +294,17 @@ def write_report(
     breakdown_column: str | None = None,
     title: str = "PSR-FER evaluation",
     info: Mapping[str, str] | None = None,
-    baseline: Mapping[str, float | str] | None = None,
+    provenance: Mapping[str, str] | None = None,
+    baselines: Mapping[str, Mapping[str, float | int | str]] | None = None,
     definitions: Mapping[str, Mapping[str, float | int | str]] | None = None,
 ) -> Path:
     """Write every output into ``out_dir`` (replaced as a whole) and return its path.
 
     ``results`` maps a variant name (e.g. ``tta``, ``no_tta``) to its result; the first one is the
     headline. ``images`` (``[N, H, W, C]`` uint8, the split's) enables the mistakes grid.
+    ``provenance`` (label -> value: model version, run id, commit, training configuration) is
+    the caller's: the report shows it as given. ``baselines`` maps ``majority`` / ``chance`` to
+    their scores (:func:`psr.metrics.majority_baseline`, :func:`psr.metrics.chance_baseline`).
     """
     if not results:
         raise ValueError("write_report needs at least one result")
@@ -214,7 +315,7 @@ def write_report(
     # metrics.json marks an earlier report: any other non-empty folder is left alone.
     with atomic_directory(out_dir, marker="metrics.json") as tmp:
         (tmp / "metrics.json").write_text(
-            json.dumps(metrics_document(results, baseline, definitions), indent=2) + "\n",
+            json.dumps(metrics_document(results, baselines, definitions), indent=2) + "\n",
             encoding="utf-8",
         )
         predictions_table(first).to_csv(tmp / "predictions.csv", index=False)
@@ -246,7 +347,10 @@ def write_report(
             figures,
             title=title,
             info=info or {},
+            provenance=provenance,
+            baselines=baselines,
             breakdown=breakdown,
+            breakdown_column=breakdown_column,
             definitions=definitions,
         )
         (tmp / "report.html").write_text(page, encoding="utf-8")
@@ -278,10 +382,15 @@ def report_checkpoint(
     by_key: str | None = None,
     bins: int = 5,
     test_definition: str = "majority",
+    bootstrap: int = BOOTSTRAP_RESAMPLES,
+    provenance: Mapping[str, str] | None = None,
 ) -> tuple[dict[str, EvalResult], pd.DataFrame | None]:
     """Evaluate an inference checkpoint on a prepared split and write the full report.
 
-    ``tta="on"`` is the paper's evaluation; ``"both"`` adds the plain prediction side by side.
+    ``tta="on"`` is the paper's evaluation; ``"both"`` adds the plain prediction side by side
+    (the plain pass is TTA's first view: no extra inference). ``bootstrap`` resamples give each
+    headline score its 95 % interval (0: none). ``provenance`` is shown as given, after what
+    ``best.pt`` itself records (the selected epoch).
     ``sidecar`` + ``by_column`` add the accuracy breakdown (e.g. by ``face_size``). A FER+
     split is scored on ``test_definition``'s rows (:data:`psr.data.ferplus.TEST_DEFINITIONS`),
     and the headline variant on the other definition beside it. Returns the results by variant
@@ -323,24 +432,23 @@ def report_checkpoint(
         "seed": seed,
         "class_names": info["class_names"],
         "augment": augment,
+        "bootstrap": bootstrap,
     }
-    results = {
-        name: evaluate(model, prepared, tta=name == "tta", **options) for name in TTA_VARIANTS[tta]
-    }
+    results = evaluate_variants(model, prepared, TTA_VARIANTS[tta], **options)
     headline = next(iter(results))
     definitions = {}
     for name, mask in masks.items():
         result = (
             results[headline]
             if name == test_definition
-            else evaluate(model, full.subset(mask), tta=headline == "tta", **options)
+            else evaluate_variants(model, full.subset(mask), (headline,), **options)[headline]
         )
         definitions[name] = definition_summary(result, used=name == test_definition)
     breakdown = None
     if table is not None:
         breakdown = accuracy_breakdown(results, table, by_column, key=by_key, bins=bins)
     run_info = {
-        "checkpoint": str(checkpoint),
+        "checkpoint": f"{checkpoint} ({_selected_epoch(info['extra'])})",
         "data": f"{data} ({split})",
         "model": str(info["config"].get("name")),
         "image size": str(info["image_size"]),
@@ -352,12 +460,10 @@ def report_checkpoint(
         run_info["test-set definition"] = (
             f"{test_definition} ({len(prepared)} of {len(full)} images; see the definitions table)"
         )
-    baseline = _majority_baseline(data, prepared)
-    if baseline is not None:
-        run_info["majority-class baseline"] = (
-            f"always {baseline['class']!r}: accuracy {baseline['accuracy']:.4f}, "
-            f"macro-F1 {baseline['macro_f1']:.4f}, UAR {baseline['uar']:.4f}"
-        )
+    baselines = {"chance": chance_baseline(prepared.labels, prepared.class_names)}
+    majority = _majority_baseline(data, prepared)
+    if majority is not None:
+        baselines = {"majority": majority, **baselines}
     write_report(
         out_dir,
         results,
@@ -365,10 +471,19 @@ def report_checkpoint(
         breakdown=breakdown,
         breakdown_column=by_column,
         info=run_info,
-        baseline=baseline,
+        provenance=provenance,
+        baselines=baselines,
         definitions=definitions,
     )
     return results, breakdown
+
+
+def _selected_epoch(extra: Mapping[str, object]) -> str:
+    """What ``best.pt`` says about the epoch it holds (written by :mod:`psr.engine.outputs`)."""
+    if "epoch" not in extra:
+        return "no training record"
+    valid = f", valid accuracy {float(extra['valid_acc']):.4f}" if "valid_acc" in extra else ""
+    return f"epoch {extra['epoch']}, phase {extra.get('phase', '?')}{valid}"
 
 
 def _majority_baseline(data: str | Path, prepared) -> dict[str, float | str] | None:

@@ -1,3 +1,4 @@
+import re
 from dataclasses import dataclass
 
 import numpy as np
@@ -111,6 +112,42 @@ def test_tta_blends_views_reproducibly():
     assert once.metrics["accuracy"] == pytest.approx(once.metrics["pooled_accuracy"])
     assert once.metrics["accuracy_std"] == 0.0
     assert "pooled_accuracy" not in plain.metrics and "accuracy_repeat_1" not in plain.metrics
+
+
+def test_both_variants_from_one_set_of_passes_with_intervals():
+    """``no_tta`` beside ``tta`` is TTA's own first view: the same numbers as evaluating it alone,
+    without another pass over the split."""
+    from psr.evaluate import evaluate_variants
+
+    split = make_split(n=12, channels=3)
+    model = Brightness()
+    calls = []
+    forward = model.forward
+    model.forward = lambda x: calls.append(len(x)) or forward(x)
+    both = evaluate_variants(model, split, ("tta", "no_tta"), image_size=32, seed=3)
+    passes = len(calls)
+    plain = evaluate(model, split, image_size=32, seed=3)
+    tta = evaluate(model, split, image_size=32, tta=True, seed=3)
+    assert list(both) == ["tta", "no_tta"]
+    assert passes == 1 + 3 * 8  # the plain view, then 3 repeats x 8 views: nothing twice
+    np.testing.assert_allclose(both["no_tta"].probs, plain.probs)
+    np.testing.assert_allclose(both["tta"].probs, tta.probs)
+    assert both["no_tta"].metrics == plain.metrics and both["tta"].metrics == tta.metrics
+    # each TTA repeat's prediction is kept: its accuracy is the repeat's score
+    repeats = both["tta"].repeat_preds
+    assert repeats.shape == (3, 12) and plain.repeat_preds is None
+    for r, preds in enumerate(repeats, start=1):
+        expected = np.mean(preds == split.labels)
+        assert both["tta"].metrics[f"accuracy_repeat_{r}"] == pytest.approx(expected)
+    for result in both.values():
+        m = result.metrics
+        assert m["bootstrap_resamples"] == 1000 and m["ci_level"] == 0.95
+        for score in ("accuracy", "macro_f1", "uar"):
+            assert m[f"{score}_ci_low"] <= m[score] <= m[f"{score}_ci_high"]
+    none = evaluate(model, split, image_size=32, bootstrap=0)
+    assert "accuracy_ci_low" not in none.metrics
+    with pytest.raises(ValueError, match="variants must be some of"):
+        evaluate_variants(model, split, ("tta", "flip"), image_size=32)
 
 
 def test_official_tta_statistics_of_three_repeats():
@@ -271,11 +308,13 @@ def test_cli_evaluate_end_to_end(tmp_path, tiny_psr, capsys):
     pd.DataFrame({"id": split.ids, "face_size": np.linspace(16, 160, 8)}).to_csv(sidecar)
     out = tmp_path / "reports" / "eval"
     args = ["evaluate", "--checkpoint", str(ckpt), "--data", str(tmp_path / "prepared")]
-    args += ["--out", str(out), "--tta", "both", "--tta-repeats", "1", "--device", "cpu"]
-    args += ["--by-sidecar", str(sidecar), "--by-column", "face_size", "--bins", "2"]
+    args += ["--out", str(out), "--tta-repeats", "1", "--device", "cpu"]  # default: TTA + plain
+    args += ["--by-sidecar", str(sidecar), "--bins", "2"]  # default column: face_size
     assert main(args) == 0
     printed = capsys.readouterr().out
     assert "tta" in printed and "no_tta" in printed and "report.html" in printed
+    assert "accuracy by face_size" in printed
+    assert re.search(r"accuracy +0\.\d{4} \[0\.\d{4}, [01]\.\d{4}\]", printed)  # with its CI
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["variant"] == "tta" and "accuracy" in metrics["no_tta"]
     assert {"branch_accuracy_low", "branch_accuracy_sr_x2", "branch_accuracy_full"} <= set(metrics)
@@ -292,7 +331,7 @@ def test_cli_evaluate_errors(tmp_path, capsys):
 
     args = ["evaluate", "--checkpoint", str(tmp_path / "none.pt"), "--data", str(tmp_path)]
     assert main([*args, "--out", str(tmp_path / "o"), "--by-column", "x"]) == 2
-    assert "--by-sidecar and --by-column go together" in capsys.readouterr().err
+    assert "--by-column needs --by-sidecar" in capsys.readouterr().err
     assert main([*args, "--out", str(tmp_path / "o")]) == 2
     assert "none.pt" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
@@ -312,7 +351,7 @@ def test_a_bad_sidecar_fails_before_the_evaluation(tmp_path, tiny_psr, monkeypat
     def no_evaluation(*args, **kwargs):
         raise AssertionError("evaluated before checking the sidecar")
 
-    monkeypatch.setattr(psr.report, "evaluate", no_evaluation)
+    monkeypatch.setattr(psr.report, "evaluate_variants", no_evaluation)
     sidecar = tmp_path / "generation.csv"
     pd.DataFrame({"id": split.ids[:-1], "size": range(7)}).to_csv(sidecar, index=False)
     run = {"sidecar": sidecar, "split": "test", "device": "cpu"}

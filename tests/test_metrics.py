@@ -2,6 +2,7 @@ import numpy as np
 import pytest
 
 from psr import metrics
+from psr.metrics import classification_metrics
 
 # 6 samples, 3 classes. Predictions (argmax): 0, 0, 1, 2, 1, 0; labels: 0, 1, 1, 2, 2, 0.
 LABELS = np.array([0, 1, 1, 2, 2, 0])
@@ -166,3 +167,69 @@ def test_majority_baseline_answers_the_most_frequent_training_class():
     assert baseline["accuracy"] == pytest.approx(0.5)
     assert baseline["uar"] == pytest.approx(1 / 3)  # recall 1 for b, 0 for a and c
     assert baseline["macro_f1"] == pytest.approx((2 * 0.5 * 1 / 1.5) / 3)
+
+
+def _reference_bootstrap(labels, preds, k, resamples, seed):
+    """The same draws as bootstrap_intervals, scored one by one with classification_metrics."""
+    from psr.metrics import BASELINE_METRICS
+
+    draws = np.random.default_rng(seed).integers(0, len(labels), size=(resamples, len(labels)))
+    names = [str(i) for i in range(k)]
+    scores = {m: [] for m in BASELINE_METRICS}
+    for draw in draws:
+        per_repeat = [
+            classification_metrics(labels[draw], np.eye(k)[p[draw]], names) for p in preds
+        ]
+        for m in scores:
+            scores[m].append(np.mean([r[m] for r in per_repeat]))
+    return {m: tuple(np.percentile(v, [2.5, 97.5])) for m, v in scores.items()}
+
+
+@pytest.mark.parametrize("repeats", [1, 3])
+def test_bootstrap_intervals_equal_scoring_each_draw(repeats):
+    """The vectorised bootstrap is the loop over draws it replaces; with TTA repeats each draw
+    scores every repeat on the same images and averages them, as the headline does."""
+    from psr.metrics import bootstrap_intervals
+
+    rng = np.random.default_rng(1)
+    labels = rng.integers(0, 4, 60)
+    labels[:3] = 3  # a rare class, absent from some draws: macro-F1 and UAR skip it there
+    labels[3:] = np.where(labels[3:] == 3, 0, labels[3:])
+    preds = np.stack([np.where(rng.random(60) < 0.6, labels, rng.integers(0, 4, 60))] * repeats)
+    preds[1:] = np.where(rng.random(preds[1:].shape) < 0.2, 2, preds[1:])  # repeats differ
+    got = bootstrap_intervals(labels, preds if repeats > 1 else preds[0], 4, resamples=200, seed=5)
+    expected = _reference_bootstrap(labels, preds, 4, 200, 5)
+    for metric, (low, high) in expected.items():
+        assert got[metric] == pytest.approx((low, high), abs=1e-12), metric
+
+
+def test_bootstrap_intervals_cover_the_estimate_and_narrow_with_more_images():
+    from psr.metrics import bootstrap_intervals
+
+    rng = np.random.default_rng(0)
+    widths = []
+    for n in (200, 3200):
+        labels = rng.integers(0, 8, n)
+        preds = np.where(rng.random(n) < 0.7, labels, rng.integers(0, 8, n))
+        low, high = bootstrap_intervals(labels, preds, 8, seed=0)["accuracy"]
+        assert low < np.mean(preds == labels) < high
+        widths.append(high - low)
+        again = bootstrap_intervals(labels, preds, 8, seed=0)["accuracy"]
+        assert again == (low, high)  # seeded
+    # the interval's width falls like 1 / sqrt(N): 16x the images, about a quarter as wide
+    assert widths[1] == pytest.approx(widths[0] / 4, rel=0.25)
+    with pytest.raises(ValueError, match="predictions of shape"):
+        bootstrap_intervals(labels, preds[:-1], 8)
+
+
+def test_chance_baseline_is_what_uniform_guessing_scores():
+    from psr.metrics import chance_baseline
+
+    rng = np.random.default_rng(0)
+    names = [str(i) for i in range(5)]
+    labels = rng.choice(5, size=200_000, p=[0.5, 0.2, 0.15, 0.1, 0.05])
+    guessed = classification_metrics(labels, np.eye(5)[rng.integers(0, 5, len(labels))], names)
+    chance = chance_baseline(labels, names)
+    assert chance["accuracy"] == chance["uar"] == 0.2
+    for metric in ("accuracy", "macro_f1", "uar"):
+        assert chance[metric] == pytest.approx(guessed[metric], abs=3e-3), metric

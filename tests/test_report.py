@@ -7,8 +7,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from psr.evaluate import EvalResult, accuracy_breakdown, official_tta_statistics
-from psr.metrics import classification_metrics
+from psr.evaluate import EvalResult, accuracy_breakdown, interval_metrics, official_tta_statistics
+from psr.metrics import chance_baseline, classification_metrics, majority_baseline
 from psr.report import metrics_document, write_report
 
 NAMES = ("neutral", "happiness", "surprise", "sadness")
@@ -22,14 +22,24 @@ def make_result(seed: int, n: int = 40, tta: bool = False) -> EvalResult:
     probs = branch.mean(1)
     names = ("low", "full")
     metrics = classification_metrics(labels, probs, NAMES, branch, names)
+    preds, repeat_preds = probs.argmax(1), None
     if tta:  # three repeats, each its own (noisier) blend
         noisy = [probs + rng.uniform(0, 0.3, probs.shape) for _ in range(3)]
         repeats = [
             classification_metrics(labels, p / p.sum(1, keepdims=True), NAMES) for p in noisy
         ]
         metrics |= official_tta_statistics(metrics, repeats)
+        preds = repeat_preds = np.stack([p.argmax(1) for p in noisy])
+    metrics |= interval_metrics(labels, preds, len(NAMES), 300, seed)
     ids = tuple(f"fer{i:07d}.png" for i in range(n))
-    return EvalResult(metrics, probs, branch, labels, ids, NAMES, names, tta)
+    return EvalResult(metrics, probs, branch, labels, ids, NAMES, names, tta, repeat_preds)
+
+
+PROVENANCE = {
+    "registered model": "psr-fer version 7",
+    "run id": "0123456789abcdef",
+    "training configuration": "train.phase1.epochs=15, train.loss.name=pdls",
+}
 
 
 @pytest.fixture(scope="module")
@@ -39,6 +49,11 @@ def report_dir(tmp_path_factory):
     images = np.random.default_rng(0).integers(0, 256, (40, 48, 48, 1), dtype=np.uint8)
     sidecar = pd.DataFrame({"id": results["tta"].ids, "face_size": np.arange(40) + 8})
     breakdown = accuracy_breakdown(results, sidecar, "face_size", bins=4)
+    labels = results["tta"].labels
+    baselines = {
+        "majority": majority_baseline(np.r_[labels, [1] * 30], labels, NAMES),
+        "chance": chance_baseline(labels, NAMES),
+    }
     write_report(
         out,
         results,
@@ -46,6 +61,8 @@ def report_dir(tmp_path_factory):
         breakdown=breakdown,
         breakdown_column="face_size",
         info={"checkpoint": "best.pt"},
+        provenance=PROVENANCE,
+        baselines=baselines,
     )
     return out, results
 
@@ -76,7 +93,14 @@ def test_metrics_json_is_flat_for_dvc(report_dir):
     for key in ("accuracy", "macro_f1", "uar", "nll", "ece", "f1_neutral", "branch_accuracy_low"):
         assert doc[key] == pytest.approx(results["tta"].metrics[key])
     assert doc["no_tta"]["accuracy"] == pytest.approx(results["no_tta"].metrics["accuracy"])
-    assert all(not isinstance(v, dict) for k, v in doc.items() if k != "no_tta")
+    nested = {"no_tta", "majority_baseline", "chance_baseline"}
+    assert all(not isinstance(v, dict) for k, v in doc.items() if k not in nested)
+    for score in ("accuracy", "macro_f1", "uar"):  # the 95 % bootstrap interval of each
+        assert doc[f"{score}_ci_low"] <= doc[score] <= doc[f"{score}_ci_high"]
+        assert doc[f"{score}_ci_low"] < doc[f"{score}_ci_high"]
+    assert doc["ci_level"] == 0.95 and doc["bootstrap_resamples"] == 300
+    assert doc["chance_baseline"]["accuracy"] == 1 / len(NAMES)
+    assert doc["majority_baseline"]["class"] == "happiness"
 
 
 def test_predictions_csv_has_names_and_probabilities(report_dir):
@@ -122,6 +146,60 @@ def test_html_is_self_contained(report_dir):
     assert "TTA repeats" in page and f"<td>{tta['accuracy_repeat_3']:.4f}</td>" in page
     assert f"<td>fused</td><td>{tta['pooled_accuracy']:.4f}</td>" in page  # the branches' blend
     assert "face_size" in page and "best.pt" in page
+
+
+def _section(page: str, heading: str) -> str:
+    """The HTML from ``<h2>heading</h2>`` to the next heading."""
+    found = re.search(rf"<h2>{re.escape(heading)}</h2>(.*?)(?=<h2>|$)", page, re.S)
+    assert found, f"no section {heading!r}"
+    return found.group(1)
+
+
+def test_html_has_provenance_tta_vs_plain_baselines_and_the_breakdown(report_dir):
+    out, results = report_dir
+    page = (out / "report.html").read_text()
+    provenance = _section(page, "Provenance")
+    for label, value in PROVENANCE.items():
+        assert f"<td>{label}</td><td>{value}</td>" in provenance
+    table = _section(page, "TTA vs plain")
+    assert "percentile bootstrap, 300 resamples" in table and "each TTA repeat" in table
+    tta, plain = results["tta"].metrics, results["no_tta"].metrics
+    row = (
+        f"<td>accuracy</td><td>{tta['accuracy']:.4f}</td>"
+        f"<td>[{tta['accuracy_ci_low']:.4f}, {tta['accuracy_ci_high']:.4f}]</td>"
+        f"<td>{plain['accuracy']:.4f}</td>"
+        f"<td>[{plain['accuracy_ci_low']:.4f}, {plain['accuracy_ci_high']:.4f}]</td>"
+        f"<td>{tta['accuracy'] - plain['accuracy']:+.4f}</td>"
+    )
+    assert row in table
+    baselines = _section(page, "Baselines")
+    assert f"<td>model (tta)</td><td>{tta['accuracy']:.4f} [" in baselines
+    assert "always &#x27;happiness&#x27;" in baselines
+    labels = results["tta"].labels
+    assert f"<td>{np.mean(labels == 1):.4f}</td>" in baselines  # always "happiness"
+    assert "uniform guess among 4 classes</td><td>0.2500</td>" in baselines
+    breakdown = _section(page, "Accuracy by face_size")
+    assert breakdown.count("<tr>") == 1 + 4  # header + 4 bins
+
+
+def test_branch_chart_legend_covers_no_bar_and_no_value(report_dir):
+    """The legend used to sit on the fused bars ("lower right"): every bar and value label's
+    box must now be clear of it."""
+    import matplotlib.pyplot as plt
+
+    from psr.figures import branches_figure
+
+    _, results = report_dir
+    fig = branches_figure(results)
+    renderer = fig.canvas.get_renderer()
+    fig.canvas.draw()
+    (ax,) = fig.axes
+    legend = ax.get_legend().get_window_extent(renderer)
+    covered = [
+        a for a in (*ax.patches, *ax.texts) if legend.overlaps(a.get_window_extent(renderer))
+    ]
+    assert len(ax.texts) == 2 * 3 and not covered  # 2 variants x (2 branches + fused)
+    plt.close(fig)
 
 
 def test_rewrite_replaces_the_directory(tmp_path):

@@ -88,7 +88,7 @@ def run(params: Params, arm: str, seed: int) -> None:
         "psr.arm": arm,
         "psr.seed": str(seed),
     }
-    sidecar = RAW_DIR / GENERATION_FILE if params.evaluate.breakdown_by else None
+    sidecar = RAW_DIR / GENERATION_FILE if params.breakdown_sidecar else None
     models = resume_dir(f"{STAGE}/{ablation.run_name(arm, seed)}")  # kept if interrupted
     with (
         atomic_directory(out, marker=MARKER) as tmp,

@@ -35,6 +35,17 @@ COMMAND = "make ablate"
 log = logging.getLogger(__name__)
 
 
+def breakdown_column(params: Params) -> str | None:
+    """The sidecar column the arms' evaluations broke accuracy down by: ``evaluate.breakdown_by``
+    (``auto``: the face size on synthetic data, whose ``generation.csv`` the arms were given)."""
+    from psr.jobs.evaluate import AUTO, AUTO_BREAKDOWN
+
+    column = params.evaluate.breakdown_by
+    if column == AUTO:
+        return AUTO_BREAKDOWN if params.download.synthetic else None
+    return column
+
+
 def read_runs(params: Params) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, str]]:
     """Every run's metrics (one row each), their accuracy per group of the evaluation's
     breakdown column (one row per run and group), and the skipped arms with their reasons."""
@@ -42,7 +53,7 @@ def read_runs(params: Params) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, str
     from psr.report import breakdown_stem
 
     rows, groups, skipped = [], [], {}
-    column = params.evaluate.breakdown_by
+    column = breakdown_column(params)
     for arm, seed in ablation.planned_runs(params):
         folder = ablation.run_dir(arm, seed)
         if not (folder / "metrics.json").is_file():
@@ -137,7 +148,7 @@ def markdown(
             + f" | {r['train_seconds_mean'] / 60:.1f} | {r['parameters'] / 1e6:.3f} M |"
         )
     if not groups.empty:
-        column = params.evaluate.breakdown_by
+        column = breakdown_column(params)
         order = list(dict.fromkeys(groups["group"]))
         counts = groups.drop_duplicates("group").set_index("group")["count"]
         lines += [
@@ -174,7 +185,7 @@ def run(params: Params) -> None:
         (tmp / "results.md").write_text(markdown(summary, groups, skipped, params), "utf-8")
         if not groups.empty:
             groups.to_csv(tmp / "by_resolution.csv", index=False)
-            plot_groups_by_arm(groups, params.evaluate.breakdown_by, tmp / PLOT_FILE.name)
+            plot_groups_by_arm(groups, breakdown_column(params), tmp / PLOT_FILE.name)
     log.info("ablation: %d runs of %d arms -> %s", len(runs), len(summary), OUT)
     tracking.use_experiment(params.dataset_name)
     for parent in runs["parent_run_id"].drop_duplicates():

@@ -1,13 +1,17 @@
-"""Stage ``evaluate``: the trained model on the test split with the paper's TTA
-(job :mod:`psr.jobs.evaluate`), into ``reports/evaluate/``. On the synthetic dataset accuracy is
-broken down by a column of the generator's ``generation.csv`` (``evaluate.breakdown_by``)."""
+"""Stage ``evaluate``: the trained model on the test split with the paper's TTA beside the plain
+pass (job :mod:`psr.jobs.evaluate`), into ``reports/evaluate/``. On the synthetic dataset
+accuracy is broken down by a column of the generator's ``generation.csv``
+(``evaluate.breakdown_by``, by default the face size). The report's provenance (runs, commit,
+training configuration) comes from the tracking the job itself does not know."""
 
 from __future__ import annotations
 
 import logging
 import sys
+from typing import Any
 
 import mlflow
+from mlflow.exceptions import MlflowException
 
 from pipeline import tracking
 from pipeline.params import Params
@@ -16,7 +20,67 @@ from pipeline.stages.common import stage_main
 
 STAGE = "evaluate"
 OUT_DIR = report_dir(STAGE)
+#: The train run's parameters the report summarises (as MLflow logged them, tuned values in).
+TRAINING_SUMMARY = (
+    "model.name",
+    "model.image_size",
+    "model.width",
+    "model.multiples",
+    "model.pretrained",
+    "train.batch_size",
+    "train.phase1.epochs",
+    "train.phase1.lrs",
+    "train.phase2.epochs",
+    "train.phase2.lrs",
+    "train.loss.name",
+    "train.loss.alpha",
+    "train.selection",
+    "train.seed",
+)
+#: Tags of the run that say where the process ran, not what it evaluated.
+_LOCAL_TAGS = (tracking.TAG_PROCESS, "psr.workspace")
 log = logging.getLogger(__name__)
+
+
+def provenance(params: Params, run: mlflow.ActiveRun) -> dict[str, str]:
+    """What the report says the model and the evaluation are: the checkpoint (its registry
+    version comes later, from ``register``), this run and the train run that made the
+    checkpoint, the commit and the run's pipeline tags, and the training configuration."""
+    from psr.fileio import read_json
+
+    tags = mlflow.get_run(run.info.run_id).data.tags
+    rows = {
+        "model": f"{CHECKPOINT} from the train stage (no registry version yet: the register "
+        "stage, after this evaluation, logs it and assigns one)",
+        "evaluate run": f"{run.info.run_id} ({tracking.experiment_name(params.dataset_name)})",
+        "git commit": tags.get(tracking.TAG_GIT_COMMIT, "unknown (not a git repository)"),
+    }
+    rows |= {
+        name: value
+        for name, value in sorted(tags.items())
+        if name.startswith("psr.") and name not in _LOCAL_TAGS
+    }
+    record = run_record_path("train")
+    if not record.is_file():
+        return rows | {"train run": f"unknown: no {record}"}
+    train_id = read_json(record)["run_id"]
+    rows["train run"] = train_id
+    try:
+        train = mlflow.get_run(train_id)
+    except MlflowException as err:
+        return rows | {
+            "training configuration": f"train run not in {mlflow.get_tracking_uri()}: {err}"
+        }
+    if commit := train.data.tags.get(tracking.TAG_GIT_COMMIT):
+        rows["train git commit"] = commit
+    rows["training configuration"] = training_summary(train.data.params)
+    return rows
+
+
+def training_summary(logged: dict[str, Any]) -> str:
+    """``key=value`` of the :data:`TRAINING_SUMMARY` parameters the train run logged."""
+    found = [f"{key}={logged[key]}" for key in TRAINING_SUMMARY if key in logged]
+    return ", ".join(found) or "the train run logged none of the summarised parameters"
 
 
 def run(params: Params) -> None:
@@ -31,9 +95,16 @@ def run(params: Params) -> None:
         params={"evaluate": cfg.model_dump(mode="json")},
         record=run_record_path(STAGE),
         manifest=read_manifest(params.prepared_dir),
-    ):
-        sidecar = RAW_DIR / GENERATION_FILE if cfg.breakdown_by else None
-        result = evaluate.run(cfg, CHECKPOINT, params.prepared_dir, OUT_DIR, sidecar=sidecar)
+    ) as active:
+        sidecar = RAW_DIR / GENERATION_FILE if params.breakdown_sidecar else None
+        result = evaluate.run(
+            cfg,
+            CHECKPOINT,
+            params.prepared_dir,
+            OUT_DIR,
+            sidecar=sidecar,
+            provenance=provenance(params, active),
+        )
         mlflow.log_metrics(result.logged_metrics())
         mlflow.log_artifacts(str(OUT_DIR), artifact_path="evaluation")
         name, headline = result.headline

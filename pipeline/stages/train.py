@@ -68,7 +68,7 @@ def run(params: Params) -> None:
         log.info(
             "best valid accuracy %.4f at epoch %d",
             result.fit.best_metric,
-            result.fit.best_epoch + 1,
+            result.fit.best_epoch,
         )
     publish(work, MODEL_DIR)
 

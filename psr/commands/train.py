@@ -90,7 +90,7 @@ def run(args: argparse.Namespace) -> int:
         fit = result.fit
         where = " (torchrun)" if launched_by_torchrun() else ""
         print(
-            f"best valid_acc {fit.best_metric:.4f} at epoch {fit.best_epoch + 1}{where}; "
+            f"best valid_acc {fit.best_metric:.4f} at epoch {fit.best_epoch}{where}; "
             f"{fit.best_checkpoint}, {fit.last_checkpoint}"
         )
     return 0

@@ -13,7 +13,10 @@ import torch
 
 from psr.fileio import atomic_write
 
-FORMAT = "psr-train-state/1"
+#: Version 2 numbers the epochs of ``history`` from 1; a version-1 state (0-based) is refused:
+#: ``resume="auto"`` starts such a run afresh, ``resume=True`` says why it cannot continue it.
+FORMAT = "psr-train-state/2"
+OLD_FORMATS = {"psr-train-state/1": "its history numbers epochs from 0 (this version: from 1)"}
 
 
 def save_atomic(obj: dict[str, Any], path: Path) -> None:
@@ -35,7 +38,8 @@ def training_state(
     stopped: bool,
     device: torch.device,
 ) -> dict[str, Any]:
-    """Everything a resumed run needs to continue bit for bit: ``epoch`` global epochs are done,
+    """Everything a resumed run needs to continue bit for bit: ``epoch`` global epochs are done
+    (so the last row of ``history`` is epoch number ``epoch``),
     the last of them in ``phase`` (0-based) whose optimiser/scheduler/scaler states these are;
     ``identity``: what else the run depends on (data, weights files), as digests."""
     return {
@@ -76,6 +80,9 @@ def load_state(path: Path) -> dict[str, Any]:
         # weights_only refuses pickled objects; a truncated file fails to unzip
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise ValueError(f"{path} is not a loadable training checkpoint: {first}") from None
+    if isinstance(state, dict) and state.get("format") in OLD_FORMATS:
+        why = OLD_FORMATS[state["format"]]
+        raise ValueError(f"{path} is an older training state ({state['format']}): {why}")
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise ValueError(f"{path} is not a PSR training checkpoint (expected format {FORMAT})")
     return state

@@ -37,15 +37,16 @@ from psr.faults import failpoint
 
 log = logging.getLogger(__name__)
 
-#: Called as ``callback(epoch, metrics)`` after every epoch; epoch is global and 0-based.
+#: Called as ``callback(epoch, metrics)`` after every epoch; ``epoch`` is the global epoch
+#: number, 1-based (the ``epoch`` of ``metrics``, ``history.csv`` and the log lines).
 Callback = Callable[[int, dict[str, float]], None]
 
 
 @dataclass
 class FitResult:
     best_metric: float  # validation accuracy (fused prediction) of the selected epoch
-    best_epoch: int  # the selected epoch (cfg.selection): global index, 0-based
-    history: list[dict[str, float]]  # one metrics dict per epoch
+    best_epoch: int  # the selected epoch (cfg.selection): global epoch number, 1-based
+    history: list[dict[str, float]]  # one metrics dict per epoch, ``epoch`` 1-based
     last_checkpoint: Path  # full training state (resumable)
     best_checkpoint: Path  # inference checkpoint (psr.models.save_model)
     stopped_early: bool = False
@@ -151,10 +152,10 @@ def fit(
                 _run_phase(run, phase_index, phase_end, progress, state)
         bar.close()
 
-    best_epoch = _best_epoch(progress.history, cfg.selection)
+    best = progress.history[_best_epoch(progress.history, cfg.selection)]
     return FitResult(
-        best_metric=progress.history[best_epoch]["valid_acc"],
-        best_epoch=best_epoch,
+        best_metric=best["valid_acc"],
+        best_epoch=int(best["epoch"]),
         history=progress.history,
         last_checkpoint=out.last,
         best_checkpoint=out.best,
@@ -284,7 +285,8 @@ def _run_epoch(
     optimizer: torch.optim.Optimizer,
     scheduler: torch.optim.lr_scheduler.LRScheduler,
 ) -> dict[str, float]:
-    """Train and validate global epoch ``epoch``; returns its metrics."""
+    """Train and validate the epoch after ``epoch`` completed ones (the ``epoch + 1``-th, the
+    number its metrics carry); returns its metrics."""
     cfg, setup = run.cfg, run.setup
     start = time.perf_counter()
     where = f"phase {phase_index + 1}, epoch {epoch + 1}/{cfg.total_epochs}"
@@ -310,7 +312,7 @@ def _run_epoch(
             f"weights are not finite; {run.out.last} holds the last good epoch"
         )
     seconds = {"epoch_seconds": time.perf_counter() - start}
-    return {"epoch": epoch, "phase": phase_index + 1} | train_metrics | valid_metrics | seconds
+    return {"epoch": epoch + 1, "phase": phase_index + 1} | train_metrics | valid_metrics | seconds
 
 
 def _record_epoch(
@@ -392,12 +394,13 @@ def _start_from_best(run: _Run) -> None:
     run.model.load_state_dict(checkpoint["state_dict"])
     if run.dist.is_main:
         epoch = int(checkpoint["extra"]["epoch"])
-        log.info("the next phase starts from epoch %d (%s)", epoch + 1, run.out.best)
+        log.info("the next phase starts from epoch %d (%s)", epoch, run.out.best)
 
 
 def _best_epoch(history: list[dict[str, float]], selection: str) -> int:
-    """The selected epoch: ``official``, the first epoch of the latest phase with the lowest
-    validation loss; ``best_accuracy``, the first with the highest validation accuracy."""
+    """The index into ``history`` of the selected epoch: ``official``, the first epoch of the
+    latest phase with the lowest validation loss; ``best_accuracy``, the first with the highest
+    validation accuracy."""
     if selection == "official":
         phase = history[-1]["phase"]
         epochs = [i for i, m in enumerate(history) if m["phase"] == phase]
@@ -413,7 +416,7 @@ def _should_stop(history: list[dict[str, float]], selection: str, patience: int 
 
 def _format_epoch(m: dict[str, float], total: int) -> str:
     return (
-        f"epoch {int(m['epoch']) + 1}/{total} (phase {int(m['phase'])}): "
+        f"epoch {int(m['epoch'])}/{total} (phase {int(m['phase'])}): "
         f"train loss {m['train_loss']:.4f} acc {m['train_acc']:.4f} | "
         f"valid loss {m['valid_loss']:.4f} acc {m['valid_acc']:.4f} | "
         f"{m['images_per_s']:.0f} img/s"

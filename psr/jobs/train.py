@@ -83,7 +83,7 @@ def _data_digest(root: Path, splits: Sequence[str]) -> str:
 
 def summary(result: FitResult) -> dict[str, Any]:
     """The numbers a training run is judged by (``metrics.json``)."""
-    best = result.history[result.best_epoch]
+    best = result.history[result.best_epoch - 1]  # epochs are numbered from 1
     return {
         "best_valid_acc": float(result.best_metric),
         "best_valid_loss": float(best["valid_loss"]),

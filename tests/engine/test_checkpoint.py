@@ -4,16 +4,14 @@ import numpy as np
 import pytest
 import torch
 
-from psr.engine.checkpoint import load_state, restore_rng_states, rng_states, save_atomic
+from psr.engine.checkpoint import FORMAT, load_state, restore_rng_states, rng_states, save_atomic
 
 
 def test_rng_states_round_trip_through_a_weights_only_file(tmp_path):
     random.seed(1)
     np.random.seed(2)
     torch.manual_seed(3)
-    save_atomic(
-        {"format": "psr-train-state/1", "rng": rng_states(torch.device("cpu"))}, tmp_path / "s.pt"
-    )
+    save_atomic({"format": FORMAT, "rng": rng_states(torch.device("cpu"))}, tmp_path / "s.pt")
     expected = (random.random(), np.random.rand(), torch.rand(1))
     random.seed(9)
     np.random.seed(9)
@@ -56,9 +54,9 @@ class Payload:  # an arbitrary object: weights_only refuses to unpickle it
 def test_a_refused_or_broken_checkpoint_is_one_clear_error(tmp_path, payload):
     path = tmp_path / "last.pt"
     if payload == "pickled":  # weights_only refuses arbitrary objects
-        torch.save({"format": "psr-train-state/1", "obj": Payload()}, path)
+        torch.save({"format": FORMAT, "obj": Payload()}, path)
     elif payload == "truncated":
-        save_atomic({"format": "psr-train-state/1", "w": torch.zeros(1000)}, path)
+        save_atomic({"format": FORMAT, "w": torch.zeros(1000)}, path)
         path.write_bytes(path.read_bytes()[:500])
     else:
         torch.save({"weights": torch.zeros(2)}, path)
@@ -66,3 +64,11 @@ def test_a_refused_or_broken_checkpoint_is_one_clear_error(tmp_path, payload):
         load_state(path)
     message = str(err.value)
     assert str(path) in message and "\n" not in message
+
+
+def test_a_state_with_0_based_epochs_is_refused_saying_why(tmp_path):
+    """Format 1 numbered its history's epochs from 0: continuing it would mix two numberings."""
+    path = tmp_path / "last.pt"
+    save_atomic({"format": "psr-train-state/1", "epoch": 1, "history": [{"epoch": 0}]}, path)
+    with pytest.raises(ValueError, match=r"older training state .*numbers epochs from 0"):
+        load_state(path)

@@ -48,14 +48,15 @@ def test_callbacks_get_every_epoch_across_both_phases(kit, tmp_path):
     seen = []
     cfg = kit.tiny_config(epochs1=2, epochs2=2)
     _, result = _fit(kit, cfg, tmp_path, callbacks=[lambda e, m: seen.append((e, m["phase"]))])
-    assert seen == [(0, 1), (1, 1), (2, 2), (3, 2)]
-    assert [h["epoch"] for h in result.history] == [0, 1, 2, 3]
+    # epochs are numbered from 1 in the callbacks, the history and best.pt, as in the log lines
+    assert seen == [(1, 1), (2, 1), (3, 2), (4, 2)]
+    assert [h["epoch"] for h in result.history] == [1, 2, 3, 4]
 
 
 def test_two_phases_switch_optimiser_and_restart_the_cycle(kit, tmp_path):
     cfg = kit.tiny_config(epochs1=1, epochs2=1)
     with pytest.raises(Interrupt):
-        _fit(kit, cfg, tmp_path, callbacks=[_interrupt_after(0)])
+        _fit(kit, cfg, tmp_path, callbacks=[_interrupt_after(1)])
     phase1 = load_state(tmp_path / "last.pt")["optimizer"]["param_groups"]
     assert all("betas" in g for g in phase1)  # AdamW
 
@@ -79,14 +80,14 @@ def test_discriminative_lrs_reach_the_right_groups(kit, tmp_path):
     assert result.history[0]["lr_0"] == pytest.approx(1e-3 / 25e4)
 
 
-@pytest.mark.parametrize("stop_after", [0, 1], ids=["mid-phase", "at-the-phase-hand-over"])
+@pytest.mark.parametrize("stop_after", [1, 2], ids=["mid-phase", "at-the-phase-hand-over"])
 def test_resume_reproduces_an_uninterrupted_run_exactly(kit, tmp_path, stop_after):
     cfg = kit.tiny_config(epochs1=2, epochs2=1, sampler="balanced")
     straight, _ = _fit(kit, cfg, tmp_path / "straight")
 
     with pytest.raises(Interrupt):
         _fit(kit, cfg, tmp_path / "resumed", callbacks=[_interrupt_after(stop_after)])
-    assert load_state(tmp_path / "resumed" / "last.pt")["epoch"] == stop_after + 1
+    assert load_state(tmp_path / "resumed" / "last.pt")["epoch"] == stop_after
     resumed, result = _fit(
         kit, cfg, tmp_path / "resumed", model=kit.tiny_model(seed=5), resume=True
     )
@@ -111,7 +112,7 @@ def test_auto_resume_continues_only_the_same_run(kit, tmp_path, caplog):
     cfg = kit.tiny_config(epochs1=2, epochs2=0)
     ours = {"data": "abc", "prior": "p1"}
     with pytest.raises(Interrupt):
-        _fit(kit, cfg, tmp_path, callbacks=[_interrupt_after(0)], identity=ours)
+        _fit(kit, cfg, tmp_path, callbacks=[_interrupt_after(1)], identity=ours)
     assert load_state(tmp_path / "last.pt")["identity"] == ours
     saved = (tmp_path / "last.pt").read_bytes()
 
@@ -169,7 +170,7 @@ def test_nan_loss_stops_with_a_clear_error_and_keeps_the_last_good_checkpoint(ki
 def test_early_stopping_ends_the_run(kit, tmp_path):
     from psr.engine import PhaseConfig
 
-    # lrs too small to change the predictions: valid accuracy never improves after epoch 0
+    # lrs too small to change the predictions: valid accuracy never improves after epoch 1
     frozen = {"lrs": (1e-9,)}
     cfg = kit.tiny_config(
         phase1=PhaseConfig(epochs=5, **frozen),
@@ -179,7 +180,7 @@ def test_early_stopping_ends_the_run(kit, tmp_path):
     )
     _, result = _fit(kit, cfg, tmp_path)
     assert result.stopped_early
-    assert result.best_epoch == 0 and len(result.history) == 3
+    assert result.best_epoch == 1 and len(result.history) == 3
     assert load_state(tmp_path / "last.pt")["stopped"]
 
 
@@ -212,7 +213,7 @@ def test_best_checkpoint_of_a_real_psr_model_loads_back(tmp_path, kit, channels)
     result = fit(model, split, valid, cfg, tmp_path, class_names=kit.classes)
     loaded, info = load_model(result.best_checkpoint)
     assert info["class_names"] == list(kit.classes) and info["image_size"] == 64
-    assert info["extra"]["epoch"] == 0
+    assert info["extra"]["epoch"] == 1
     # the training images' channels: a gray-trained model makes the Predictor convert to gray
     assert info["extra"]["channels"] == channels
     # and its augmentation recipe, which test-time augmentation reuses
@@ -260,7 +261,7 @@ def test_resume_at_a_phase_boundary_keeps_the_fp16_loss_scale(kit, tmp_path):
     cfg = kit.tiny_config(epochs1=1, epochs2=1, amp="fp16")
     _fit(kit, cfg, tmp_path / "straight")
     with pytest.raises(Interrupt):
-        _fit(kit, cfg, tmp_path / "resumed", callbacks=[_interrupt_after(0)])
+        _fit(kit, cfg, tmp_path / "resumed", callbacks=[_interrupt_after(1)])
     _fit(kit, cfg, tmp_path / "resumed", resume=True)
     straight = load_state(tmp_path / "straight" / "last.pt")["scaler"]
     resumed = load_state(tmp_path / "resumed" / "last.pt")["scaler"]
@@ -287,7 +288,7 @@ def test_non_finite_weights_after_an_epoch_are_not_checkpointed(kit, tmp_path):
         _fit(kit, kit.tiny_config(), tmp_path, model=model)
     state = load_state(tmp_path / "last.pt")
     assert state["epoch"] == 1 and len(state["history"]) == 1
-    assert torch.load(tmp_path / "best.pt", weights_only=True)["extra"]["epoch"] == 0
+    assert torch.load(tmp_path / "best.pt", weights_only=True)["extra"]["epoch"] == 1
 
 
 def test_selection_rules_on_a_made_up_history():
@@ -327,14 +328,14 @@ def test_phase_two_starts_from_the_selected_epoch_of_phase_one(kit, tmp_path, se
         return {k: p.detach().clone() for k, p in model.named_parameters()}
 
     def callback(epoch, metrics):
-        if epoch == 2:  # phase 1's last epoch is recorded: best.pt holds its selected epoch
+        if epoch == 3:  # phase 1's last epoch is recorded: best.pt holds its selected epoch
             best = torch.load(tmp_path / "best.pt", weights_only=True)["state_dict"]
             seen["phase1_best"] = {k: best[k] for k, _ in model.named_parameters()}
             with torch.no_grad():
                 for p in model.parameters():
                     p.add_(torch.randn_like(p))
             seen["scrambled"] = params()
-        if epoch == 3:
+        if epoch == 4:
             seen["phase2_first"] = params()
 
     _, result = _fit(kit, cfg, tmp_path, model=model, callbacks=[callback])
@@ -343,9 +344,9 @@ def test_phase_two_starts_from_the_selected_epoch_of_phase_one(kit, tmp_path, se
     for key, value in seen["phase2_first"].items():
         torch.testing.assert_close(value, seen[start][key], atol=1e-6, rtol=0)
     assert any(not torch.allclose(seen[other][k], v) for k, v in seen["phase2_first"].items())
-    assert result.best_epoch == _best_epoch(result.history, selection)
+    assert result.best_epoch == _best_epoch(result.history, selection) + 1  # index -> number
     if selection == "official":
         phase2 = result.history[3:]
-        assert result.best_epoch == 3 + min(range(2), key=lambda i: phase2[i]["valid_loss"])
+        assert result.best_epoch == 4 + min(range(2), key=lambda i: phase2[i]["valid_loss"])
     best = torch.load(tmp_path / "best.pt", weights_only=True)["extra"]
     assert best["epoch"] == result.best_epoch

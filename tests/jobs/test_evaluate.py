@@ -41,7 +41,13 @@ def test_evaluate_job_with_both_variants_and_a_breakdown(prepared, checkpoint, t
     baseline = metrics["majority_baseline"]  # the train split's most frequent class, on test
     assert baseline["class"] in json.loads((prepared / "manifest.json").read_text())["class_names"]
     assert 0 < baseline["accuracy"] < 1
-    assert "majority-class baseline" in (tmp_path / "out" / "report.html").read_text()
+    assert metrics["chance_baseline"]["accuracy"] == pytest.approx(1 / 8)
+    assert metrics["accuracy_ci_low"] <= metrics["accuracy"] <= metrics["accuracy_ci_high"]
+    assert metrics["no_tta"]["accuracy_ci_low"] <= metrics["no_tta"]["accuracy"]
+    assert {"accuracy_ci_low", "accuracy_ci_high", "no_tta_uar_ci_high"} <= set(logged)
+    page = (tmp_path / "out" / "report.html").read_text()
+    assert "<h2>TTA vs plain</h2>" in page and "<h2>Baselines</h2>" in page
+    assert f"always &#x27;{baseline['class']}&#x27;" in page
     assert result.breakdown is not None and len(result.breakdown) > 0
     assert (tmp_path / "out" / "report.html").is_file()
 
@@ -54,7 +60,35 @@ def test_breakdown_needs_its_sidecar(prepared, checkpoint, tmp_path):
 
 def test_tta_modes():
     assert evaluate.EvaluateConfig(tta=False, compare_plain=True).tta_mode == "off"
-    assert evaluate.EvaluateConfig().tta_mode == "on"
+    assert evaluate.EvaluateConfig(compare_plain=False).tta_mode == "on"
+    assert evaluate.EvaluateConfig().tta_mode == "both"  # the plain pass beside TTA: free
+
+
+def test_face_size_breakdown_by_default_when_the_sidecar_has_it(prepared, checkpoint, tmp_path):
+    """``breakdown_by: auto`` (the default): the generator's generation.csv gives the accuracy
+    by face size; a sidecar without that column, or none (real data), gives no breakdown."""
+    generation = prepared.parent.parent / "raw" / "generation.csv"  # the conftest's generator
+    cfg = evaluate.EvaluateConfig(tta=False, batch_size=8, device="cpu")
+    assert cfg.breakdown_by == "auto"
+    provenance = {"registered model": "psr-fer version 3", "git commit": "abc123"}
+    result = evaluate.run(
+        cfg, checkpoint, prepared, tmp_path / "auto", sidecar=generation, provenance=provenance
+    )
+    assert result.breakdown_column == "face_size"
+    table = pd.read_csv(tmp_path / "auto" / "accuracy_by_face_size.csv")
+    assert table["count"].sum() == result.headline[1].metrics["num_samples"]
+    page = (tmp_path / "auto" / "report.html").read_text()
+    assert "<h2>Accuracy by face_size</h2>" in page
+    assert "<td>registered model</td><td>psr-fer version 3</td>" in page  # as the caller gave it
+    assert "best.pt (epoch 1, phase 1, valid accuracy 0." in page  # one epoch, numbered from 1
+    other = tmp_path / "other.csv"
+    pd.read_csv(generation).drop(columns="face_size").to_csv(other, index=False)
+    result = evaluate.run(cfg, checkpoint, prepared, tmp_path / "none", sidecar=other)
+    assert result.breakdown is None and result.breakdown_column is None
+    assert not list((tmp_path / "none").glob("accuracy_by_*"))
+    assert evaluate.breakdown_column(cfg, None) is None  # no sidecar: nothing is read
+    named = cfg.model_copy(update={"breakdown_by": "intensity"})
+    assert evaluate.breakdown_column(named, None) == "intensity"  # then an error: no sidecar
 
 
 @pytest.mark.parametrize("definition", ["majority", "argmax"])

@@ -25,12 +25,15 @@ def test_train_job_writes_checkpoints_history_and_metrics(
         reports=tmp_path / "reports",
         callbacks=[lambda epoch, metrics: epochs.append(epoch)],
     )
-    assert epochs == [0, 1]
+    assert epochs == [1, 2]  # epoch numbers, 1-based
     assert (tmp_path / "run" / "best.pt").is_file() and (tmp_path / "run" / "last.pt").is_file()
     history = pd.read_csv(tmp_path / "reports" / "history.csv")
-    assert history["phase"].tolist() == [1, 2]
+    assert history["phase"].tolist() == [1, 2] and history["epoch"].tolist() == [1, 2]
     metrics = json.loads((tmp_path / "reports" / "metrics.json").read_text())
     assert metrics == result.metrics and metrics["epochs"] == 2
+    # best_epoch names a row of history.csv by its epoch number
+    best = history.set_index("epoch").loc[metrics["best_epoch"]]
+    assert best["valid_acc"] == pytest.approx(metrics["best_valid_acc"])
     # the class count and names come from the prepared manifest
     assert result.model.num_classes == 8
     assert (
@@ -66,7 +69,7 @@ def test_resume_continues_and_ends_identical(
         pass
 
     def stop_after_first(epoch, metrics):
-        if epoch == 0:
+        if epoch == 1:
             raise Stop
 
     with pytest.raises(Stop):
@@ -84,7 +87,7 @@ def test_resume_continues_and_ends_identical(
     assert straight.fit.best_epoch == resumed.fit.best_epoch
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
     history = pd.read_csv(tmp_path / "b" / "history.csv")
-    assert history["epoch"].tolist() == [0, 1]  # the whole run, also after the resume
+    assert history["epoch"].tolist() == [1, 2]  # the whole run, also after the resume
 
 
 def test_class_count_contradiction_is_an_error(

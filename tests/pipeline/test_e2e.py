@@ -165,7 +165,7 @@ def test_every_stage_logged_one_run_with_tags(pipeline_repo: PipelineRepo):
             assert record(pipeline_repo, stage)["run_id"] == run_.info.run_id
     train = next(r for r in by_stage["train"] if "mlflow.parentRunId" not in r.data.tags)
     history = client(pipeline_repo).get_metric_history(train.info.run_id, "valid_acc")
-    assert [m.step for m in history] == [0, 1, 2]  # per-epoch metrics through the callback
+    assert [m.step for m in history] == [1, 2, 3]  # epoch numbers (1-based), through the callback
     assert "train.phase1.lrs" in train.data.params
 
 
@@ -206,6 +206,51 @@ def test_registered_version_is_champion(pipeline_repo: PipelineRepo):
     version = client(pipeline_repo).get_model_version_by_alias("psr-fer", "champion")
     assert str(version.version) == registry["version"]
     assert version.tags["psr.validation"] == "passed"
+
+
+def test_evaluation_report_has_provenance_intervals_baselines_and_face_sizes(
+    pipeline_repo: PipelineRepo,
+):
+    """reports/evaluate/ of the stage: TTA beside the plain pass with 95 % intervals, both
+    baselines, the face-size breakdown by default, and the provenance the stage hands the job
+    (this run, the train run, the commit, the training configuration); epochs from 1."""
+    import pandas as pd
+
+    root = pipeline_repo.root
+    out = root / "reports/evaluate"
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["variant"] == "tta" and "accuracy" in metrics["no_tta"]
+    for doc in (metrics, metrics["no_tta"]):
+        assert doc["accuracy_ci_low"] <= doc["accuracy"] <= doc["accuracy_ci_high"]
+        assert doc["bootstrap_resamples"] == 1000
+    assert metrics["chance_baseline"]["accuracy"] == pytest.approx(1 / 8)
+    assert (out / "accuracy_by_face_size.csv").is_file()  # breakdown_by: auto
+    page = (out / "report.html").read_text()
+    for heading in ("Provenance", "TTA vs plain", "Baselines", "Accuracy by face_size"):
+        assert f"<h2>{heading}</h2>" in page, heading
+    evaluate_run = client(pipeline_repo).get_run(record(pipeline_repo, "evaluate")["run_id"])
+    commit = evaluate_run.data.tags["mlflow.source.git.commit"]
+    assert f"<td>git commit</td><td>{commit}</td>" in page
+    assert f"<td>evaluate run</td><td>{evaluate_run.info.run_id} (psr-tiny)</td>" in page
+    assert f"<td>train run</td><td>{record(pipeline_repo, 'train')['run_id']}</td>" in page
+    assert "train.phase1.epochs=2" in page and "no registry version yet" in page
+    history = pd.read_csv(root / "reports/train/history.csv")
+    assert history["epoch"].tolist() == [1, 2, 3]
+    best = json.loads((root / "reports/train/metrics.json").read_text())["best_epoch"]
+    assert f"best.pt (epoch {best}, phase " in page  # best.pt's epoch, numbered as history.csv's
+
+
+def test_psr_evaluate_a_registered_model_names_its_version(pipeline_repo: PipelineRepo, tmp_path):
+    root = pipeline_repo.root
+    version = client(pipeline_repo).get_model_version_by_alias("psr-fer", "champion")
+    out = tmp_path / "evaluate"
+    args = ["evaluate", "--model-uri", "models:/psr-fer@champion", "--data", "data/prepared/tiny"]
+    args += ["--out", str(out), "--tta", "off", "--device", "cpu", "--bootstrap", "100"]
+    run([str(BIN / "psr"), *args], root, MLFLOW_TRACKING_URI=pipeline_repo.tracking_uri)
+    page = (out / "report.html").read_text()
+    assert f"<td>registered model</td><td>psr-fer version {version.version}</td>" in page
+    assert f"<td>run id</td><td>{version.run_id}</td>" in page
+    assert "champion" in page
 
 
 def test_second_repro_does_nothing(pipeline_repo: PipelineRepo):

@@ -182,3 +182,18 @@ def test_exponent_floats_are_numbers(tmp_path):
     assert "3e-4" in text
     (tmp_path / "params.yaml").write_text(text)
     assert load_params(tmp_path / "params.yaml").train.phase1.lrs[0] == 3e-4
+
+
+def test_breakdown_auto_works_on_any_data_a_named_column_needs_the_generator(data):
+    synthetic = parse_params(data)
+    assert synthetic.evaluate.breakdown_by == "auto" and synthetic.breakdown_sidecar
+    data["evaluate"]["breakdown_by"] = None
+    assert not parse_params(data).breakdown_sidecar
+    data["download"]["synthetic"] = False
+    data["prepare"]["source"] = "data/external/ferplus"
+    for value in ("auto", None):
+        data["evaluate"]["breakdown_by"] = value
+        assert not parse_params(data).breakdown_sidecar  # real data: no generation.csv
+    data["evaluate"]["breakdown_by"] = "face_size"
+    with pytest.raises(ValueError, match=r"breakdown_by: face_size needs the synthetic"):
+        parse_params(data)

@@ -52,8 +52,10 @@ def test_stage_run_logs_tags_params_and_writes_its_record(monkeypatch, tmp_path)
     with tracking.stage_run(
         "train", "unit", params={"train": {"lr": 0.1}}, record=record, manifest=manifest
     ) as run:
-        tracking.EpochLogger()(0, {"valid_acc": 0.5, "phase": 1, "note": "x", "flag": True})
-        tracking.EpochLogger()(1, {"valid_acc": 0.75})
+        epochs = tracking.EpochLogger()
+        epochs(2, {"epoch": 2, "valid_acc": 0.75})  # a resumed run: epoch 1 was done before
+        history = [{"epoch": 1, "valid_acc": 0.5, "phase": 1, "note": "x", "flag": True}]
+        epochs.log_missing([*history, {"epoch": 2, "valid_acc": 0.75}])
     assert (tmp_path / "mlflow.db").is_file()
     saved = json.loads(record.read_text())
     assert saved["run_id"] == run.info.run_id and saved["stage"] == "train"
@@ -66,7 +68,8 @@ def test_stage_run_logs_tags_params_and_writes_its_record(monkeypatch, tmp_path)
     assert experiment.name == "psr-unit"
     assert experiment.artifact_location == (tmp_path / "mlartifacts" / "psr-unit").as_uri()
     history = client.get_metric_history(run.info.run_id, "valid_acc")
-    assert [(m.step, m.value) for m in history] == [(0, 0.5), (1, 0.75)]
+    # the step is the epoch number (1-based), as in history.csv; epoch 2 is logged once
+    assert sorted((m.step, m.value) for m in history) == [(1, 0.5), (2, 0.75)]
     assert "flag" not in logged.data.metrics and "note" not in logged.data.metrics
 
 
