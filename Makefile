@@ -24,6 +24,17 @@ $(STAMP): pyproject.toml
 ## run: the whole pipeline on the embedded default (synthetic data, CPU) with `dvc repro`
 run: $(STAMP)
 	$(BIN)/dvc repro
+	@$(BIN)/python -m pipeline.save --hint
+
+.PHONY: save compare
+
+## save: commit this run (dvc.lock, params.yaml, changed stage code) so that DVC compares with it; MSG='...' names it
+save: $(STAMP)
+	$(BIN)/python -m pipeline.save $(if $(MSG),--message "$(MSG)")
+
+## compare: the experiments side by side in the columns people compare (a narrowed `dvc exp show`)
+compare: $(STAMP)
+	$(BIN)/python -m pipeline.compare
 
 ## ablate: the paper's ablation family (ablation/dvc.yaml), its table and plot copied into the README
 ablate: $(STAMP)

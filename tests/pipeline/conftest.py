@@ -22,8 +22,9 @@ def _load(name: str) -> None:
     spec.loader.exec_module(module)
 
 
-if "dvc_repo" not in sys.modules:
-    _load("dvc_repo")
+for _helper in ("dvc_repo", "browser"):
+    if _helper not in sys.modules:
+        _load(_helper)
 TINY = [
     "download.synth.train=96",
     "download.synth.valid=32",
@@ -82,6 +83,20 @@ def _stage_env(**extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "PSR_"))}
     env.update(PYTHONPATH=str(REPO), OMP_NUM_THREADS="1", NO_ALBUMENTATIONS_UPDATE="1")
     return env | extra
+
+
+@pytest.fixture(scope="session")
+def chromium() -> str:
+    """Headless Chromium's path, installed with apt-get when missing (tests/pipeline/browser.py);
+    the test is skipped, saying why, only when that fails."""
+    import subprocess
+
+    import browser
+
+    try:
+        return browser.ensure_chromium()
+    except (RuntimeError, OSError, subprocess.TimeoutExpired) as error:
+        pytest.skip(f"headless Chromium unavailable: {error}")
 
 
 @pytest.fixture

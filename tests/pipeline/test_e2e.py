@@ -261,6 +261,51 @@ def test_second_repro_does_nothing(pipeline_repo: PipelineRepo):
     assert sum(len(v) for v in stage_runs(pipeline_repo).values()) == before
 
 
+def test_save_records_the_run_so_that_metrics_diff_sees_head(pipeline_repo: PipelineRepo):
+    """A fresh run is not in git (HEAD has no dvc.lock): DVC compares nothing and the hint
+    says so. ``make save`` (pipeline.save) refuses a stale pipeline, then commits the run, after
+    which ``dvc metrics diff`` has HEAD's values; a second save has nothing to do."""
+    from pipeline.params import set_params
+
+    root = pipeline_repo.root
+    dvc, save = str(BIN / "dvc"), [str(BIN / "python"), "-m", "pipeline.save"]
+    unsaved = run([dvc, "metrics", "diff", "--all"], root)
+    assert "failed to load some metrics for following revisions: 'HEAD'" in (
+        unsaved.stdout + unsaved.stderr
+    )
+    assert "`make save` commits it" in run([*save, "--hint"], root).stdout
+
+    params = root / "params.yaml"
+    original = params.read_text()
+    set_params(params, ["evaluate.batch_size=32"])
+    try:
+        stale = subprocess.run(save, cwd=root, env=clean_env(), capture_output=True, text=True)
+    finally:
+        params.write_text(original)
+    assert stale.returncode == 1
+    assert "make save: the pipeline is not up to date (evaluate, validate:" in stale.stderr
+
+    saved = run(save, root)
+    assert "Saved as" in saved.stdout
+    git = ["git", "log", "-1", "--name-only", "--format=%s"]
+    subject, _, *files = run(git, root).stdout.splitlines()
+    assert files == ["dvc.lock"]  # params.yaml and the code were committed already
+    metrics = json.loads((root / "reports/evaluate/metrics.json").read_text())
+    assert subject.startswith(f"Run: test accuracy {metrics['accuracy']:.4f}, macro-F1 ")
+    assert subject.endswith("(params.yaml as committed)")
+
+    table = run([dvc, "metrics", "diff", "--all"], root)
+    assert "failed to load" not in table.stdout + table.stderr
+    diff = json.loads(run([dvc, "metrics", "diff", "--all", "--json"], root).stdout)
+    assert diff["reports/evaluate/metrics.json"]["accuracy"]["old"] == metrics["accuracy"]
+    cells = [m for file in diff.values() for m in file.values()]
+    assert len(cells) > 20 and all(m["old"] == m["new"] for m in cells)  # HEAD: every value
+
+    again = subprocess.run(save, cwd=root, env=clean_env(), capture_output=True, text=True)
+    assert again.returncode == 1 and "nothing to save: HEAD (" in again.stderr
+    assert run([*save, "--hint"], root).stdout == ""
+
+
 def test_a_misspelled_section_fails_repro_instead_of_up_to_date(pipeline_repo: PipelineRepo):
     """No stage tracks ``evalaute``; the validate stage tracks the whole file."""
     params = pipeline_repo.root / "params.yaml"
@@ -329,6 +374,77 @@ def test_temp_experiment_logs_to_the_shared_database(pipeline_repo: PipelineRepo
     assert not list((root / ".dvc" / "tmp").rglob("mlflow.db"))
     shown = json.loads(run([str(BIN / "dvc"), "exp", "show", "--json"], root).stdout)
     assert "short" in json.dumps(shown)
+
+
+def test_compare_shows_the_columns_people_compare(pipeline_repo: PipelineRepo):
+    """``make compare`` (pipeline.compare): the saved baseline and the ``short`` experiment in
+    the headline columns only, with real values in every row."""
+    root = pipeline_repo.root
+    full = run([str(BIN / "dvc"), "exp", "show", "--only-changed", "--md"], root)
+    table = run([str(BIN / "python"), "-m", "pipeline.compare", "--md"], root).stdout
+    header, _, *rows = [line.strip("|").split("|") for line in table.strip().splitlines()]
+    header = [cell.strip() for cell in header]
+    assert header == [
+        "Experiment",
+        "Created",
+        "reports/train/metrics.json:best_valid_acc",
+        "accuracy",
+        "macro_f1",
+        "model.name",
+        "train.phase1.epochs",
+        "train.phase1.lrs",
+        "train.phase2.epochs",
+        "train.phase2.lrs",
+    ]
+    assert len(full.stdout.splitlines()[0].split("|")) > 2 * len(header)  # the point of it
+    rows = {c[0].strip(): dict(zip(header, map(str.strip, c), strict=True)) for c in rows}
+    short = next(row for name, row in rows.items() if name.endswith("[short]"))
+    assert short["train.phase1.epochs"] == "1"
+    for row in rows.values():  # workspace, the saved baseline (HEAD), the experiment
+        assert 0.0 <= float(row["accuracy"]) <= 1.0, row
+        assert 0.0 <= float(row["reports/train/metrics.json:best_valid_acc"]) <= 1.0, row
+    assert len(rows) == 3
+
+
+def test_offline_plots_page_draws_every_chart_in_headless_chromium(
+    pipeline_repo: PipelineRepo, chromium: str, tmp_path
+):
+    """``dvc plots diff -o`` (HEAD, saved above, against the workspace) writes a page that loads
+    nothing from the network, and headless Chromium with the network unreachable draws every
+    chart of dvc.yaml in it; DVC's default page, loading its library from a CDN, draws none."""
+    import browser  # tests/pipeline/browser.py
+    import yaml
+    from dvc_render.base import Renderer
+    from dvc_render.html import PAGE_HTML
+
+    root = pipeline_repo.root
+    dvc = str(BIN / "dvc")
+    run([dvc, "plots", "diff", "-o", str(tmp_path / "plots")], root)
+    page = tmp_path / "plots" / "index.html"
+    html = page.read_text()
+    plots = yaml.safe_load((root / "dvc.yaml").read_text())["plots"]
+    titles = [next(iter(p)) for p in plots if isinstance(p, dict)]  # the rest are images
+    urls = browser.resources(html)
+    assert len(urls) == 2 * (len(plots) - len(titles))  # each image, of HEAD and workspace
+    for url in urls:
+        assert (page.parent / url).is_file(), url
+    dom = browser.dump_dom(chromium, page)
+    charts = browser.vega_charts(dom)
+    assert sorted(charts) == sorted(map(Renderer.remove_special_chars, titles))  # DVC's ids
+    for name, chart in charts.items():
+        assert chart.state == "drawn", (name, chart.texts)
+        kinds = ("rect", "text") if name.startswith("Confusion") else ("line",)
+        for kind in kinds:
+            assert chart.marks[kind] >= 1, (name, chart.marks)
+        assert {"HEAD", "workspace"} <= set(chart.texts), (name, chart.texts)
+    assert "epoch" in charts["Training_accuracy"].texts
+    assert '<p class="psr-failed">' not in dom  # what the page writes for a failed chart
+
+    default = tmp_path / "default.html"
+    default.write_text(PAGE_HTML)
+    run([dvc, "plots", "diff", "-o", str(tmp_path / "cdn"), "--html-template", str(default)], root)
+    cdn = browser.dump_dom(chromium, tmp_path / "cdn" / "index.html")
+    assert "cdn.jsdelivr.net" in cdn and 'class="marks"' not in cdn
 
 
 def test_champion_gate(pipeline_repo: PipelineRepo, monkeypatch):
