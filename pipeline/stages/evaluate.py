@@ -1,6 +1,9 @@
 """Stage ``evaluate``: the trained model on the test split with the paper's TTA
 (job :mod:`psr.jobs.evaluate`), into ``reports/evaluate/``. On the synthetic dataset accuracy is
-broken down by a column of the generator's ``generation.csv`` (``evaluate.breakdown_by``)."""
+broken down by a column of the generator's ``generation.csv`` (``evaluate.breakdown_by``).
+
+The run carries the parameters of the train run that made the checkpoint (``model.*``,
+``train.*``, tuned values included) beside its own ``evaluate.*``."""
 
 from __future__ import annotations
 
@@ -32,6 +35,10 @@ def run(params: Params) -> None:
         record=run_record_path(STAGE),
         manifest=read_manifest(params.prepared_dir),
     ):
+        # the model's training parameters beside its test metrics: one view compares them
+        if trained := tracking.recorded_run("train"):
+            tracking.copy_params(trained)
+            mlflow.set_tag("psr.run.train", trained.info.run_id)
         sidecar = RAW_DIR / GENERATION_FILE if cfg.breakdown_by else None
         result = evaluate.run(cfg, CHECKPOINT, params.prepared_dir, OUT_DIR, sidecar=sidecar)
         mlflow.log_metrics(result.logged_metrics())
