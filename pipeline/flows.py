@@ -65,6 +65,10 @@ def _environment() -> dict[str, str]:
         PYTHONUNBUFFERED="1",
     )
     env.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # see pipeline/stages/__init__.py
+    from prefect.runtime import flow_run
+
+    if flow_run.get_id():  # the stages' MLflow runs name their flow run (pipeline/identity.py)
+        env["PREFECT__FLOW_RUN_ID"] = flow_run.get_id()
     return env
 
 

@@ -4,8 +4,13 @@
   ``mlflow.db`` at the repository root, as an absolute path so that DVC experiment copies
   (``.dvc/tmp/exps/...``) log to the same database. Artifacts of experiments created here go to
   ``mlartifacts/`` next to it.
-- One experiment per dataset (``psr-<dataset name>``), one run per stage execution, named after
-  the stage and tagged with the git commit, the DVC stage and the data checksum.
+- One experiment per dataset (``psr-<dataset name>``), one run per stage execution, named
+  ``<stage> · <execution>`` and tagged with the pipeline execution it belongs to (one ``dvc
+  repro``, DVC experiment or Prefect flow run: :mod:`pipeline.identity`), the git commit and
+  whether the workspace differed from it, the params digest, the DVC stage and the data checksum.
+- Runs that consume another stage's run copy what makes them comparable: an evaluate run carries
+  its model's training parameters, the registered model its parameters and test metrics
+  (:func:`recorded_run`, :func:`copy_params`).
 - A locked SQLite database: MLflow waits 20 s for a lock and then fails; the stages wait
   ``PSR_TRACKING_LOCK_TIMEOUT_S`` (default 120 s; SQLite retries with backoff meanwhile), then
   fail with one line (:func:`unavailable`). An unreachable server: MLflow's own HTTP retries
@@ -32,9 +37,11 @@ from typing import Any
 import mlflow
 from mlflow.exceptions import MlflowException
 
+from pipeline import identity
+from pipeline.paths import run_record_path
 from pipeline.workspace import git_commit, shared_root, workspace
 from psr.data.prepared import data_checksum
-from psr.fileio import pid_alive, write_json
+from psr.fileio import pid_alive, read_json, write_json
 
 log = logging.getLogger(__name__)
 
@@ -211,8 +218,10 @@ def run_record(run: mlflow.ActiveRun, stage: str) -> dict[str, str]:
 
 
 def run_tags(dataset: str, manifest: Mapping[str, Any] | None = None) -> dict[str, str]:
-    """The tags of every run: dataset, workspace, git commit, data checksum (with a manifest)."""
+    """The tags of every run: dataset, workspace, pipeline execution, git commit and dirty state,
+    params digest, data checksum (with a manifest)."""
     tags = {TAG_DATASET: dataset, "psr.workspace": str(workspace()), **process_tag()}
+    tags |= identity.execution_tags() | identity.source_tags()
     if commit := git_commit():
         tags[TAG_GIT_COMMIT] = commit
     if manifest is not None:
@@ -263,14 +272,15 @@ def stage_run(
     manifest: Mapping[str, Any] | None = None,
     tags: Mapping[str, str] | None = None,
 ) -> Iterator[mlflow.ActiveRun]:
-    """An MLflow run for one execution of a pipeline stage.
+    """An MLflow run for one execution of a pipeline stage, named ``<stage> · <execution>``.
 
-    Logs ``params`` (flattened), tags the run (git commit, DVC stage, dataset, data checksum) and,
-    when the block succeeds, writes the run's :func:`run_record` to ``record``.
+    Logs ``params`` (flattened), tags the run (:func:`run_tags`, the DVC stage) and, when the
+    block succeeds, writes the run's :func:`run_record` to ``record``.
     """
     close_abandoned_runs(use_experiment(dataset))
     all_tags = {TAG_STAGE: stage, **run_tags(dataset, manifest), **(tags or {})}
-    with mlflow.start_run(run_name=stage, tags=all_tags) as run:
+    name = f"{stage} · {identity.label(all_tags)}"
+    with mlflow.start_run(run_name=name, tags=all_tags) as run:
         if params:
             log_params(params)
         yield run
@@ -298,6 +308,41 @@ def parent_run(
         if params:
             log_params(params)
     return run.info.run_id
+
+
+def recorded_run(stage: str) -> mlflow.entities.Run | None:
+    """The run that a stage's outputs name (``reports/<stage>/mlflow_run.json``), from the
+    current tracking store; None (with a warning) when there is no record or the store does not
+    have that run (the outputs were made against another tracking URI)."""
+    path = run_record_path(stage)
+    if not path.is_file():
+        log.warning("%s not found: nothing of the %s run is copied", path, stage)
+        return None
+    run_id = read_json(path)["run_id"]
+    try:
+        return mlflow.MlflowClient().get_run(run_id)
+    except MlflowException as err:
+        if err.error_code != "RESOURCE_DOES_NOT_EXIST":
+            raise
+        log.warning(
+            "%s names run %s, which %s does not have: nothing of it is copied",
+            path,
+            run_id,
+            mlflow.get_tracking_uri(),
+        )
+        return None
+
+
+def copy_params(*runs: mlflow.entities.Run | None) -> dict[str, str]:
+    """The parameters of ``runs`` (later ones win), logged to the active run: e.g. the training
+    parameters on the evaluate run, so that one view compares test accuracy with them."""
+    params: dict[str, str] = {}
+    for run in runs:
+        if run is not None:
+            params.update(run.data.params)
+    if params and mlflow.active_run() is not None:
+        mlflow.log_params(params)  # their sections (model, train, ...) are not the run's own
+    return params
 
 
 class EpochLogger:

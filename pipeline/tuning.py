@@ -28,7 +28,7 @@ import mlflow
 import numpy as np
 import optuna
 
-from pipeline import tracking
+from pipeline import identity, tracking
 from pipeline.params import HeartbeatParams, Params, SearchDim
 from pipeline.paths import PRIORS_FILE
 from pipeline.resolve import apply_overrides, value_at, with_pretrained_weights
@@ -237,6 +237,7 @@ class Objective:
                 "optuna.trial": str(trial.number),
                 "optuna.sampler_seed": str(self.sampler_seed),
                 **tracking.process_tag(),
+                **identity.execution_tags(),  # the pipeline execution or flow run it is part of
             },
         )
         try:

@@ -200,14 +200,26 @@ class Predictor:
         return cls(model, info["class_names"], info["image_size"], detector=found, **kwargs)
 
     @classmethod
-    def from_uri(cls, uri: str, **kwargs: Any) -> Predictor:
+    def from_uri(cls, uri: str, *, tracking_uri: str | None = None, **kwargs: Any) -> Predictor:
         """Load from an MLflow model URI (``models:/psr-fer@champion``, ``runs:/...``) or any
         artifact location: the pyfunc model directory holds the checkpoint as
-        ``artifacts/<name>.pt``; a URI to a ``.pt`` file works too."""
+        ``artifacts/<name>.pt``; a URI to a ``.pt`` file works too.
+
+        ``models:/`` and ``runs:/`` URIs are looked up in the tracking store of
+        :func:`tracking_uri_for` (``tracking_uri``, else MLflow's setting), which is also the
+        registry unless ``MLFLOW_REGISTRY_URI`` says otherwise."""
         import mlflow.artifacts
 
+        store = tracking_uri_for(uri, tracking_uri)
+        location = uri
+        if uri.startswith("models:"):
+            location = registered_location(uri, store)
         with tempfile.TemporaryDirectory(prefix="psr-model-") as tmp:
-            local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=tmp))
+            local = Path(
+                mlflow.artifacts.download_artifacts(
+                    artifact_uri=location, dst_path=tmp, tracking_uri=store
+                )
+            )
             return cls.from_checkpoint(find_checkpoint(local, uri), **kwargs)
 
     def _prepare(self, crop: np.ndarray) -> torch.Tensor:
@@ -299,6 +311,91 @@ class Predictor:
         """Records for files, folders (recursively) and videos (every ``every``-th frame)."""
         results = self.predict_frames(iter_frames(paths, every))
         return [r for result in results for r in result.records]
+
+
+TRACKING_URI_ENV = "MLFLOW_TRACKING_URI"
+#: MLflow's default tracking store: ``mlflow.db`` in the working directory.
+DEFAULT_DATABASE = "mlflow.db"
+#: Model URIs that name an entry of a tracking store or registry (the others are locations).
+TRACKED_SCHEMES = ("models:", "runs:")
+
+
+def tracking_uri_for(model_uri: str, tracking_uri: str | None = None) -> str | None:
+    """The tracking URI ``model_uri`` is read from: ``tracking_uri``, else the one MLflow is
+    set to (``MLFLOW_TRACKING_URI``, ``mlflow.set_tracking_uri``), else MLflow's default
+    ``mlflow.db`` in the working directory when that file exists; None for a location
+    (a folder, ``file://``, ``s3://`` ...), which needs no tracking store.
+
+    A read never creates a database (MLflow creates an empty one for a SQLite URI whose file is
+    missing): no URI and no ``mlflow.db``, or a SQLite file that does not exist, is a
+    FileNotFoundError that says what to set."""
+    if not model_uri.startswith(TRACKED_SCHEMES):
+        return None
+    import mlflow
+
+    if tracking_uri is None and mlflow.tracking.is_tracking_uri_set():
+        tracking_uri = mlflow.get_tracking_uri()
+    hint = (
+        f"pass tracking_uri (psr predict --tracking-uri) or set {TRACKING_URI_ENV} to the "
+        "store that holds it, e.g. sqlite:////path/to/repo/mlflow.db, the database the "
+        "pipeline writes at its repository root"
+    )
+    if tracking_uri is None:
+        if not Path(DEFAULT_DATABASE).is_file():
+            raise FileNotFoundError(
+                f"{model_uri}: no MLflow tracking URI is set and {Path.cwd()} has no "
+                f"{DEFAULT_DATABASE}: {hint}"
+            )
+        tracking_uri = f"sqlite:///{Path(DEFAULT_DATABASE).resolve()}"
+    database = sqlite_file(tracking_uri)
+    if database is not None and not database.is_file():
+        raise FileNotFoundError(
+            f"{model_uri}: the tracking database {database.resolve()} ({tracking_uri}) does "
+            f"not exist: {hint}"
+        )
+    return tracking_uri
+
+
+def registered_location(model_uri: str, tracking_uri: str) -> str:
+    """Where the files of a ``models:/`` URI (a version, an alias, a logged model's id, with an
+    optional path inside) lie, looked up in ``tracking_uri`` (the registry too, unless
+    ``MLFLOW_REGISTRY_URI`` says otherwise). Resolved here with a client of that store: MLflow's
+    own download looks the name up in its global registry setting whatever it is given."""
+    import posixpath
+
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+    from mlflow.store.artifact.models_artifact_repo import ModelsArtifactRepository
+    from mlflow.store.artifact.utils.models import get_model_name_and_version
+
+    registry = os.environ.get("MLFLOW_REGISTRY_URI") or tracking_uri
+    client = MlflowClient(tracking_uri=tracking_uri, registry_uri=registry)
+    base, inner = ModelsArtifactRepository.split_models_uri(model_uri)
+    try:
+        found = get_model_name_and_version(client, base)
+        if len(found) == 1:  # models:/<model id>
+            location = client.get_logged_model(found[0]).artifact_location
+        else:
+            location = client.get_model_version_download_uri(*found)
+    except MlflowException as err:
+        if err.error_code not in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
+            raise
+        raise ValueError(
+            f"{model_uri}: {err.message} (looked up in {registry}; pass tracking_uri (psr "
+            f"predict --tracking-uri) or set {TRACKING_URI_ENV} to the store that has it)"
+        ) from None
+    return posixpath.join(location, inner) if inner else location
+
+
+def sqlite_file(uri: str) -> Path | None:
+    """The database file of a ``sqlite:///`` URI (relative to the working directory unless
+    absolute, ``sqlite:////abs/path``); None for other URIs and in-memory databases."""
+    from urllib.parse import unquote
+
+    if not uri.startswith("sqlite:///"):
+        return None
+    path = unquote(uri.removeprefix("sqlite:///").split("?", 1)[0])
+    return Path(path) if path and path != ":memory:" else None
 
 
 def find_checkpoint(local: Path, uri: str) -> Path:

@@ -241,6 +241,46 @@ def test_from_uri_with_a_registered_mlflow_model(tmp_path, checkpoint, monkeypat
     assert predictor.class_names == NAMES
     assert predictor.predict_arrays([noise((40, 40))])[0].status == "ok"
 
+    elsewhere = tmp_path / "elsewhere"  # another directory, MLflow not configured
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    _unset_tracking_uri(monkeypatch)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    predictor = Predictor.from_uri("models:/psr-fer-test/1", tracking_uri=uri, detect=False)
+    assert predictor.class_names == NAMES
+    with pytest.raises(ValueError, match=r"psr-fer-nope.*looked up in sqlite:///"):
+        Predictor.from_uri("models:/psr-fer-nope@champion", tracking_uri=uri)
+    assert list(elsewhere.iterdir()) == []
+
+
+def _unset_tracking_uri(monkeypatch):
+    """No MLFLOW_TRACKING_URI and no ``mlflow.set_tracking_uri`` (as in a fresh process)."""
+    from mlflow.tracking._tracking_service import utils
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.delenv("MLFLOW_REGISTRY_URI", raising=False)
+    monkeypatch.setattr(utils, "_tracking_uri", None)
+
+
+def test_a_registry_read_never_creates_a_database(tmp_path, monkeypatch):
+    pytest.importorskip("mlflow")
+    from psr.inference import tracking_uri_for
+
+    monkeypatch.chdir(tmp_path)
+    _unset_tracking_uri(monkeypatch)
+    with pytest.raises(FileNotFoundError, match="set MLFLOW_TRACKING_URI") as err:
+        Predictor.from_uri("models:/psr-fer@champion")
+    assert f"{tmp_path} has no mlflow.db" in str(err.value)
+    missing = tmp_path / "repo" / "mlflow.db"
+    with pytest.raises(FileNotFoundError, match=f"tracking database {missing} .* does not exist"):
+        Predictor.from_uri("models:/psr-fer@champion", tracking_uri=f"sqlite:///{missing}")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "sqlite:///relative.db")
+    with pytest.raises(FileNotFoundError, match=f"{tmp_path / 'relative.db'}"):
+        tracking_uri_for("runs:/abc/model")
+    assert list(tmp_path.iterdir()) == []  # nothing created
+    assert tracking_uri_for((tmp_path / "model").as_uri()) is None  # a location: no store
+    assert tracking_uri_for("models:/m/1", "http://127.0.0.1:5000") == "http://127.0.0.1:5000"
+
 
 def test_missing_checkpoint_and_detector_files(tmp_path, checkpoint):
     with pytest.raises(FileNotFoundError, match="checkpoint not found"):

@@ -2,7 +2,10 @@
 pass (job :mod:`psr.jobs.evaluate`), into ``reports/evaluate/``. On the synthetic dataset
 accuracy is broken down by a column of the generator's ``generation.csv``
 (``evaluate.breakdown_by``, by default the face size). The report's provenance (runs, commit,
-training configuration) comes from the tracking the job itself does not know."""
+training configuration) comes from the tracking the job itself does not know.
+
+The run carries the parameters of the train run that made the checkpoint (``model.*``,
+``train.*``, tuned values included) beside its own ``evaluate.*``."""
 
 from __future__ import annotations
 
@@ -96,6 +99,10 @@ def run(params: Params) -> None:
         record=run_record_path(STAGE),
         manifest=read_manifest(params.prepared_dir),
     ) as active:
+        # the model's training parameters beside its test metrics: one view compares them
+        if trained := tracking.recorded_run("train"):
+            tracking.copy_params(trained)
+            mlflow.set_tag("psr.run.train", trained.info.run_id)
         sidecar = RAW_DIR / GENERATION_FILE if params.breakdown_sidecar else None
         result = evaluate.run(
             cfg,

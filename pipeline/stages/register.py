@@ -1,8 +1,11 @@
 """Stage ``register``: the trained model into the MLflow model registry, behind a champion gate.
 
 1. Log ``models/psr/best.pt`` as a pyfunc model (``pipeline/pyfunc.py``; output signature and
-   input example) in this stage's run and register it as a new version of
-   ``register.model_name``, tagged with its test metric, dataset and source runs.
+   input example) in this stage's run, with the parameters of its train and evaluate runs and
+   the evaluate run's test metrics on the logged model (so MLflow's model list sorts by them),
+   and register it as a new version of ``register.model_name``, tagged with its test metric,
+   dataset, pipeline execution and source runs. The stage's run carries the same parameters
+   and metrics: it is the version's source run, what the registry's version comparison shows.
 2. Load the new version back from the registry and check that its predictions on a sample of
    test images equal the checkpoint's. A version that fails is deleted; no alias moves.
 3. Move aliases as one transaction: ``challenger`` -> new version; when the new version beats
@@ -35,11 +38,12 @@ from typing import Any
 import mlflow
 import numpy as np
 from mlflow import MlflowClient
+from mlflow.entities import Run
 from mlflow.exceptions import MlflowException
 
-from pipeline import pyfunc, tracking
+from pipeline import identity, pyfunc, tracking
 from pipeline.params import Params, RegisterParams
-from pipeline.paths import CHECKPOINT, EVALUATE_METRICS, REGISTRY_FILE, run_record_path
+from pipeline.paths import CHECKPOINT, EVALUATE_METRICS, REGISTRY_FILE
 from pipeline.stages.common import stage_main
 from psr.faults import failpoint
 from psr.fileio import read_json, write_json
@@ -181,8 +185,15 @@ def sample_images(params: Params) -> np.ndarray:
     return np.ascontiguousarray(split.images[: params.registry.sample_size])
 
 
-def log_pyfunc(checkpoint: Path, example: np.ndarray) -> mlflow.models.model.ModelInfo:
-    """Log the checkpoint as a pyfunc model in the active run (name ``model``)."""
+def log_pyfunc(
+    checkpoint: Path,
+    example: np.ndarray,
+    *,
+    params: Mapping[str, str] | None = None,
+    tags: Mapping[str, str] | None = None,
+) -> mlflow.models.model.ModelInfo:
+    """Log the checkpoint as a pyfunc model in the active run (name ``model``), with
+    ``params`` and ``tags`` on the logged model."""
     from mlflow.models import ModelSignature
     from mlflow.types.schema import ColSpec, Schema
 
@@ -202,6 +213,8 @@ def log_pyfunc(checkpoint: Path, example: np.ndarray) -> mlflow.models.model.Mod
         signature=signature,
         input_example=example[:2],
         pip_requirements=_requirements(),
+        params=dict(params or {}),
+        tags=dict(tags or {}),
     )
 
 
@@ -253,23 +266,35 @@ def register(
     checkpoint: Path,
     metric_value: float,
     *,
-    source_runs: Mapping[str, str] | None = None,
+    source_runs: Mapping[str, Run] | None = None,
     tolerance: float = 1e-5,
     baseline: float | None = None,
 ) -> dict[str, Any]:
     """Log, register, verify and gate one model (``baseline``: the majority-class baseline of
-    ``register.metric``, the floor); return the registry document."""
+    ``register.metric``, the floor; ``source_runs``: the train and evaluate runs, whose
+    parameters and test metrics the logged model carries); return the registry document."""
     cfg = params.registry
     client = MlflowClient()
     recovered = recover(client, cfg.model_name)
     images = sample_images(params)
-    info = log_pyfunc(checkpoint, images)
+    runs = source_runs or {}
+    execution = identity.execution_tags()
+    info = log_pyfunc(
+        checkpoint,
+        images,
+        params=tracking.copy_params(*(runs.get(stage) for stage in SOURCE_STAGES)),
+        tags={tracking.TAG_DATASET: params.dataset_name, **execution},
+    )
+    evaluated = runs.get("evaluate")
+    metrics = {**(evaluated.data.metrics if evaluated else {}), cfg.metric: metric_value}
+    mlflow.log_metrics(metrics, model_id=info.model_id)  # on the logged model and this run
     tags = {
         f"{TAG_METRIC}.{cfg.metric}": str(metric_value),
         tracking.TAG_DATASET: params.dataset_name,
         TAG_VALIDATION: "pending",
         **tracking.process_tag(),  # whose pending version it is
-        **{f"psr.run.{stage}": run_id for stage, run_id in (source_runs or {}).items()},
+        **execution,
+        **{f"psr.run.{stage}": run.info.run_id for stage, run in runs.items()},
     }
     version = mlflow.register_model(info.model_uri, cfg.model_name, tags=tags)
     number = str(version.version)
@@ -309,6 +334,7 @@ def register(
         "version": number,
         "model_uri": uri,
         "logged_model_uri": info.model_uri,
+        "logged_model_id": info.model_id,
         "aliases": current_aliases(client, cfg.model_name),
         "metric": {
             "name": cfg.metric,
@@ -325,14 +351,9 @@ def register(
     }
 
 
-def source_run_ids() -> dict[str, str]:
-    """Run ids the train and evaluate stages recorded (also after a run-cache restore)."""
-    runs = {}
-    for stage in SOURCE_STAGES:
-        path = run_record_path(stage)
-        if path.is_file():
-            runs[stage] = read_json(path)["run_id"]
-    return runs
+def source_runs() -> dict[str, Run]:
+    """The runs the train and evaluate stages recorded (also after a run-cache restore)."""
+    return {stage: run for stage in SOURCE_STAGES if (run := tracking.recorded_run(stage))}
 
 
 def run(params: Params) -> None:
@@ -345,14 +366,14 @@ def run(params: Params) -> None:
             f"params.yaml: register.metric: {cfg.metric!r} is not in {EVALUATE_METRICS} "
             f"(has {sorted(k for k, v in metrics.items() if isinstance(v, int | float))})"
         )
-    runs = source_run_ids()
     with tracking.stage_run(
         STAGE,
         params.dataset_name,
         params={"register": cfg.model_dump(mode="json")},
         manifest=read_manifest(params.prepared_dir),
-        tags={f"psr.run.{stage}": run_id for stage, run_id in runs.items()},
     ) as run:
+        runs = source_runs()  # read from the store stage_run pointed MLflow at
+        mlflow.set_tags({f"psr.run.{stage}": r.info.run_id for stage, r in runs.items()})
         baseline = (metrics.get("majority_baseline") or {}).get(cfg.metric)
         document = register(
             params, CHECKPOINT, float(metrics[cfg.metric]), source_runs=runs, baseline=baseline

@@ -14,6 +14,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     model.add_argument("--checkpoint", help="inference checkpoint (best.pt)")
     model.add_argument("--model-uri", help="MLflow model URI, e.g. models:/psr-fer@champion")
     parser.add_argument(
+        "--tracking-uri",
+        help="MLflow store that --model-uri is read from, e.g. sqlite:////path/to/repo/mlflow.db "
+        "(default: MLFLOW_TRACKING_URI, else mlflow.db in the working directory)",
+    )
+    parser.add_argument(
         "--no-detect", action="store_true", help="inputs are face crops: skip face detection"
     )
     parser.add_argument("--detector", choices=("haar", "yunet"), default="haar")
@@ -81,9 +86,11 @@ def run(args: argparse.Namespace) -> int:
         "batch_size": args.batch_size,
     }
     if args.checkpoint:
+        if args.tracking_uri:
+            raise ValueError("--tracking-uri goes with --model-uri, not --checkpoint")
         predictor = Predictor.from_checkpoint(args.checkpoint, **options)
     else:
-        predictor = Predictor.from_uri(args.model_uri, **options)
+        predictor = Predictor.from_uri(args.model_uri, tracking_uri=args.tracking_uri, **options)
     roots = [Path(p) for p in args.paths]
     out_dir = Path(args.annotate) if args.annotate else None
     records = []

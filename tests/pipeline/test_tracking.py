@@ -1,6 +1,7 @@
 """MLflow conventions: shared database location, tags, run records, epoch logging."""
 
 import json
+import shutil
 from pathlib import Path
 
 import mlflow
@@ -64,6 +65,8 @@ def test_stage_run_logs_tags_params_and_writes_its_record(monkeypatch, tmp_path)
     assert logged.data.params == {"train.lr": "0.1"}
     assert logged.data.tags["dvc.stage"] == "train"
     assert logged.data.tags["psr.data_checksum"] == data_checksum(manifest)
+    execution = logged.data.tags["psr.pipeline_run"]
+    assert execution.startswith("proc-") and logged.info.run_name == f"train · {execution}"
     experiment = client.get_experiment(logged.info.experiment_id)
     assert experiment.name == "psr-unit"
     assert experiment.artifact_location == (tmp_path / "mlartifacts" / "psr-unit").as_uri()
@@ -115,3 +118,112 @@ def test_a_bad_lock_timeout_is_named(monkeypatch, value):
     monkeypatch.setenv("PSR_TRACKING_LOCK_TIMEOUT_S", value)
     with pytest.raises(ValueError, match="PSR_TRACKING_LOCK_TIMEOUT_S"):
         tracking.lock_timeout_s()
+
+
+def _clear_identity_env(monkeypatch):
+    for key in ("PREFECT__FLOW_RUN_ID", "DVC_STAGE", "DVC_EXP_NAME", "DVC_EXP_BASELINE_REV"):
+        monkeypatch.delenv(key, raising=False)
+
+
+def test_an_execution_is_a_prefect_flow_run_else_this_process(monkeypatch):
+    import os
+    import sys
+
+    from pipeline import identity
+
+    _clear_identity_env(monkeypatch)
+    monkeypatch.delitem(sys.modules, "prefect", raising=False)  # a stage never imports it
+    ticks = int(Path(f"/proc/{os.getpid()}/stat").read_text().rsplit(")", 1)[1].split()[19])
+    assert identity.execution_tags() == {"psr.pipeline_run": f"proc-{os.getpid()}-{ticks}"}
+    monkeypatch.setenv("DVC_EXP_NAME", "lr-sweep")
+    monkeypatch.setenv("DVC_EXP_BASELINE_REV", "abc123")
+    monkeypatch.setenv("PREFECT__FLOW_RUN_ID", "0f2c9a1e-5b7d-4c3a-9e8f-1a2b3c4d5e6f")
+    tags = identity.execution_tags()
+    assert tags == {
+        "psr.pipeline_run": "prefect-0f2c9a1e-5b7d-4c3a-9e8f-1a2b3c4d5e6f",
+        "prefect.flow_run_id": "0f2c9a1e-5b7d-4c3a-9e8f-1a2b3c4d5e6f",
+        "dvc.exp_name": "lr-sweep",
+        "dvc.exp_baseline_rev": "abc123",
+    }
+    assert identity.label(tags) == "lr-sweep"
+    del tags["dvc.exp_name"]
+    assert identity.label(tags) == "prefect-0f2c9a1e"
+
+
+def test_stages_started_by_one_process_share_its_identity(tmp_path):
+    """Like DVC: a launcher starts each stage through a shell with DVC_STAGE set; every stage
+    names the launcher (its pid), whatever processes lie between."""
+    import subprocess
+    import sys
+
+    from dvc_repo import REPO
+
+    stage = f"{sys.executable} -c 'from pipeline import identity; print(identity.pipeline_run())'"
+    launcher = (
+        "import os, subprocess, sys\n"
+        f"env = dict(os.environ, DVC_STAGE='x', PYTHONPATH={str(REPO)!r})\n"
+        f"for _ in range(2): subprocess.run(['sh', '-c', {stage!r} + ' && true'], env=env)\n"
+        "print(os.getpid())\n"
+    )
+    env = {"PATH": "/usr/bin:/bin"}
+    out = subprocess.run(
+        [sys.executable, "-c", launcher], capture_output=True, text=True, env=env, check=True
+    ).stdout.split()
+    first, second, pid = out
+    assert first == second and first.startswith(f"dvc-{pid}-")
+
+
+def _git(root, *args):
+    import subprocess
+
+    from dvc_repo import clean_env
+
+    subprocess.run(["git", *args], cwd=root, env=clean_env(), check=True, capture_output=True)
+
+
+def test_git_changes_and_the_params_digest(tmp_path):
+    from dvc_repo import REPO
+
+    from pipeline import identity
+    from pipeline.params import set_params
+
+    assert identity.git_changes(tmp_path) is None  # not a repository
+    assert identity.source_tags(tmp_path) == {}
+    shutil.copy(REPO / "params.yaml", tmp_path / "params.yaml")
+    _git(tmp_path, "init", "-q")
+    _git(tmp_path, "add", "params.yaml")
+    _git(tmp_path, "commit", "-q", "-m", "params")
+    (tmp_path / "dvc.lock").write_text("schema: '2.0'\n")  # DVC writes it as the stages run
+    clean = identity.source_tags(tmp_path)
+    assert clean["psr.git.dirty"] == "false" and "psr.git.changes" not in clean
+    digest = clean["psr.params_digest"]
+    comments = (tmp_path / "params.yaml").read_text() + "# a comment changes nothing\n"
+    (tmp_path / "params.yaml").write_text(comments)
+    dirty = identity.source_tags(tmp_path)
+    assert dirty["psr.git.dirty"] == "true" and dirty["psr.git.changes"] == "params.yaml"
+    assert dirty["psr.params_digest"] == digest
+    set_params(tmp_path / "params.yaml", ["train.seed=7"])
+    (tmp_path / "notes.txt").write_text("untracked, not ignored")
+    changed = identity.source_tags(tmp_path)
+    assert changed["psr.git.changes"] == "params.yaml, notes.txt"
+    assert changed["psr.params_digest"] != digest
+
+
+def test_recorded_run_and_copied_params(monkeypatch, tmp_path, caplog):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.delenv("PSR_SHARED_ROOT", raising=False)
+    record = tmp_path / "reports" / "train" / "mlflow_run.json"
+    with tracking.stage_run("train", "unit", params={"train": {"lr": 0.1}}, record=record) as run:
+        pass
+    assert tracking.recorded_run("evaluate") is None  # no record
+    assert "reports/evaluate/mlflow_run.json not found" in caplog.text
+    trained = tracking.recorded_run("train")
+    assert trained.info.run_id == run.info.run_id
+    with tracking.stage_run("evaluate", "unit", params={"evaluate": {"split": "test"}}) as ev:
+        assert tracking.copy_params(trained) == {"train.lr": "0.1"}
+    logged = mlflow.MlflowClient().get_run(ev.info.run_id).data.params
+    assert logged == {"train.lr": "0.1", "evaluate.split": "test"}
+    record.write_text(json.dumps({"run_id": "0" * 32}))
+    assert tracking.recorded_run("train") is None
+    assert f"names run {'0' * 32}, which sqlite:///" in caplog.text
