@@ -35,6 +35,7 @@ from pipeline.resolve import apply_overrides, value_at, with_pretrained_weights
 from pipeline.workspace import resolve_shared, shared_root
 from psr.engine.config import SPEED_ONLY_FIELDS
 from psr.fileio import config_digest, sha256
+from psr.progress import progress_bar
 
 COMPLETE = optuna.trial.TrialState.COMPLETE
 RUNNING, FAIL = optuna.trial.TrialState.RUNNING, optuna.trial.TrialState.FAIL
@@ -342,19 +343,36 @@ def optimize(params: Params, name: str, parent_run_id: str, worker: int = 0) -> 
     objective = Objective(params, name, parent_run_id, seed)
     deadline = None if cfg.timeout_s is None else time.monotonic() + cfg.timeout_s
     misses = 0  # trials in a row that finished nothing (diverged, or surplus)
-    while _budget_left(study, cfg.n_trials) > 0:
-        if deadline is not None and time.monotonic() >= deadline:
-            log.info("tune.timeout_s reached")
-            break
-        if misses >= cfg.n_trials:
-            log.warning("%d trials in a row failed: stopping (see their fail_reason)", misses)
-            break
-        before = len(study.get_trials(deepcopy=False, states=FINISHED))
-        study.optimize(objective, n_trials=1, catch=(NonFiniteLossError, BudgetReached))
-        fail_abandoned_trials(study)
-        finished = len(study.get_trials(deepcopy=False, states=FINISHED)) > before
-        misses = 0 if finished else misses + 1
+    finished = len(study.get_trials(deepcopy=False, states=FINISHED))
+    # the study's finished trials, whichever worker ran them
+    bar = progress_bar(
+        total=cfg.n_trials,
+        initial=finished,
+        desc="tune trials" + (f" (worker {worker})" if worker else ""),
+        unit="trial",
+        enabled=params.train.progress,
+    )
+    with bar:
+        while _budget_left(study, cfg.n_trials) > 0:
+            if deadline is not None and time.monotonic() >= deadline:
+                log.info("tune.timeout_s reached")
+                break
+            if misses >= cfg.n_trials:
+                log.warning("%d trials in a row failed: stopping (see their fail_reason)", misses)
+                break
+            study.optimize(objective, n_trials=1, catch=(NonFiniteLossError, BudgetReached))
+            fail_abandoned_trials(study)
+            before, finished = finished, len(study.get_trials(deepcopy=False, states=FINISHED))
+            bar.set_postfix(best=f"{_best_value(study):.4f}", refresh=False)
+            bar.update(min(finished, cfg.n_trials) - min(before, cfg.n_trials))
+            misses = 0 if finished > before else misses + 1
     return study
+
+
+def _best_value(study: optuna.Study) -> float:
+    """The best finished trial's value so far (NaN before the first one completes)."""
+    values = [t.value for t in study.get_trials(deepcopy=False, states=(COMPLETE,))]
+    return max(values, default=float("nan"))
 
 
 def summarize(study: optuna.Study) -> tuple[dict[str, Any], dict[str, float]]:

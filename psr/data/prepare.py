@@ -20,7 +20,6 @@ from typing import Literal
 import cv2
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
-from tqdm import tqdm
 
 from psr.data.affectnet import open_affectnet, open_affectnet_compact
 from psr.data.ferplus import VoteMode, open_ferplus
@@ -46,6 +45,7 @@ from psr.data.records import (
 from psr.data.sources import check_source
 from psr.faults import failpoint
 from psr.fileio import atomic_directory
+from psr.progress import progress_bar
 
 log = logging.getLogger(__name__)
 
@@ -178,7 +178,8 @@ def _collect(
     """Records grouped by split in the official order, and the rows a reader rejected."""
     grouped: dict[str, list[Record]] = defaultdict(list)
     skipped: list[Skipped] = []
-    for item in tqdm(stream, desc="index", unit=" rows", disable=not progress, leave=False):
+    rows = progress_bar(stream, desc="prepare: index", unit="row", enabled=progress, leave=False)
+    for item in rows:
         if isinstance(item, Skipped):
             skipped.append(item)
         else:
@@ -212,7 +213,8 @@ def _decode(
     bad: dict[str, list[tuple[int, str]]] = {split: [] for split in records}
     workers = (os.cpu_count() or 1) if cfg.workers is None else cfg.workers
     total = sum(len(recs) for recs in records.values())
-    with tqdm(total=total, desc="decode", unit=" img", disable=not cfg.progress) as bar:
+    bar = progress_bar(total=total, desc="prepare: decode", unit="img", enabled=cfg.progress)
+    with bar:
         for split, count, failures in _run(tasks, workers):
             bad[split].extend(failures)
             bar.update(count)

@@ -10,12 +10,12 @@ from pathlib import Path
 import torch
 from torch import nn
 from torch.utils.data import DataLoader
-from tqdm import tqdm
 
 from psr.engine.distributed import reduce_sums
 from psr.engine.runtime import Runtime
 from psr.engine.schedule import current_lrs
 from psr.faults import failpoint
+from psr.progress import progress_bar
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -45,7 +45,7 @@ def train_one_epoch(
     correct = torch.zeros((), dtype=torch.int64, device=rt.device)
     lrs = current_lrs(optimizer)
     start = time.perf_counter()
-    batches = tqdm(loader, desc=where, leave=False, unit="batch", disable=not progress)
+    batches = progress_bar(loader, desc=where, leave=False, unit="batch", enabled=progress)
     for step, (images, targets) in enumerate(batches):
         images, targets = rt.batch(images, targets)  # [B, 3, S, S]; [B] or [B, K]
         with rt.autocast():

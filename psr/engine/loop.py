@@ -21,7 +21,6 @@ import numpy as np
 import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
-from tqdm import tqdm
 
 from psr.data.torch_dataset import SplitLike
 from psr.device import resolve_device
@@ -34,6 +33,7 @@ from psr.engine.outputs import Outputs
 from psr.engine.runtime import Runtime
 from psr.engine.schedule import build_one_cycle, build_optimizer
 from psr.faults import failpoint
+from psr.progress import Bar, progress_bar
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +73,7 @@ class _Run:
     setup: _Setup
     out: Outputs
     callbacks: Sequence[Callback]
-    bar: tqdm
+    bar: Bar  # epochs
     identity: Mapping[str, str] | None  # stored in last.pt: whose state it is
 
     @property
@@ -137,12 +137,12 @@ def fit(
         )
         progress = _Progress(state["history"], state["epoch"], state["stopped"])
         train_model, eval_model = _wrap(model, cfg, setup.rt)
-        bar = tqdm(
+        bar = progress_bar(
             total=cfg.total_epochs,
             initial=progress.epoch,
             desc="epochs",
-            unit="ep",
-            disable=not (cfg.progress and dist_info.is_main),
+            unit="epoch",
+            enabled=cfg.progress and dist_info.is_main,
         )
         run = _Run(cfg, model, train_model, eval_model, setup, out, callbacks, bar, identity)
         phase_end = 0
@@ -343,8 +343,8 @@ def _record_epoch(
         )
         ckpt.save_atomic(state, run.out.last)
         failpoint("train.epoch_saved")
+        run.bar.set_postfix(valid_acc=f"{metrics['valid_acc']:.4f}")  # shown by the update
         run.bar.update(1)
-        run.bar.set_postfix(valid_acc=f"{metrics['valid_acc']:.4f}")
         log.info(_format_epoch(metrics, run.cfg.total_epochs))
     barrier(run.dist)
     if run.dist.is_main:

@@ -40,6 +40,7 @@ from psr.fileio import atomic_write, write_json
 from psr.jobs.history import HISTORY_FILE, METRICS_FILE, HistoryFile, write_history
 from psr.models import build_sr
 from psr.models.config import ModelConfig
+from psr.progress import progress_bar
 
 SCALE = 2
 WEIGHTS_FILE = f"sr_x{SCALE}.pt"
@@ -74,6 +75,7 @@ class SRPretrainConfig(BaseModel):
     seed: int = Field(0, ge=0, description="initial weights, subsets, data order and flips")
     device: Literal["auto", "cpu", "cuda"] = "auto"
     threads: int | None = Field(None, ge=1, description="torch CPU threads; null: torch's")
+    progress: bool = Field(True, description="a progress bar over the steps (psr.progress)")
 
     @field_validator("patch_size")
     @classmethod
@@ -193,7 +195,8 @@ def pretrain(
     history: list[dict[str, float]] = []
     sr.train()
     total, count = 0.0, 0
-    for step, (hr, _) in enumerate(train, start=1):
+    steps = progress_bar(train, desc="sr_pretrain", unit="step", enabled=cfg.progress)
+    for step, (hr, _) in enumerate(steps, start=1):
         hr = augment(hr, cfg.patch_size, generator).to(device)
         loss = F.l1_loss(sr(downsample(hr)), hr)
         optimizer.zero_grad(set_to_none=True)
@@ -202,6 +205,8 @@ def pretrain(
         scheduler.step()
         failpoint("sr_pretrain.step")
         total, count = total + loss.item(), count + 1
+        if step % 10 == 0:
+            steps.set_postfix(l1=f"{total / count:.4f}", refresh=False)
         if step % cfg.valid_every and step != cfg.steps:
             continue
         row = {"step": step, "train_l1": total / count, **validate(sr, valid, device)}

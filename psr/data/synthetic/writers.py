@@ -31,7 +31,6 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pandas as pd
-from tqdm import tqdm
 
 from psr.data.ferplus import sample_id as ferplus_id
 from psr.data.labels import DATASET_ORDERS, EXPRESSIONS
@@ -49,6 +48,7 @@ from psr.data.synthetic.generator import (
     split_id,
 )
 from psr.fileio import atomic_directory
+from psr.progress import Bar, progress_bar
 
 FORMATS: tuple[str, ...] = ("ferplus", "rafdb", "affectnet", "folder")
 GENERATION_FILE = "generation.csv"
@@ -201,7 +201,7 @@ def _encode_chunk(job: tuple[str, SynthConfig, str, int, list[str]]) -> list[dic
 
 
 def _records(
-    fmt: str, cfg: SynthConfig, split: str, count: int, bar: tqdm, pool: ProcessPoolExecutor | None
+    fmt: str, cfg: SynthConfig, split: str, count: int, bar: Bar, pool: ProcessPoolExecutor | None
 ) -> Iterator[dict]:
     """Encoded pictures 0..count-1 of ``split``, in order (chunks may run in worker processes)."""
     layout = _layout(fmt, cfg)
@@ -365,7 +365,7 @@ def write_dataset(
     total = cfg.train + cfg.valid + cfg.test
     with (
         atomic_directory(out, marker=GENERATION_FILE) as tmp,
-        tqdm(total=total, desc=f"synth {fmt}", unit="img", disable=not progress) as bar,
+        progress_bar(total=total, desc=f"synth {fmt}", unit="img", enabled=progress) as bar,
         ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("forkserver"))
         if workers > 1
         else _no_pool() as pool,
