@@ -169,6 +169,81 @@ def test_every_stage_logged_one_run_with_tags(pipeline_repo: PipelineRepo):
     assert "train.phase1.lrs" in train.data.params
 
 
+def test_one_identity_ties_the_stage_runs_of_one_repro(pipeline_repo: PipelineRepo):
+    """Every stage run (and tuning trial) of the one ``dvc repro`` names the same execution, the
+    clean workspace and the params digest; the evaluate run carries the training parameters and
+    the registered model the test metrics, so one view compares accuracy with learning rate."""
+    from pipeline import identity
+
+    by_stage = stage_runs(pipeline_repo)
+    top = {
+        stage: next(r for r in by_stage[stage] if "mlflow.parentRunId" not in r.data.tags)
+        for stage in STAGES
+    }
+    execution = top["train"].data.tags["psr.pipeline_run"]
+    assert execution.startswith("dvc-")  # the dvc process: dvc-<pid>-<start time>
+    digest = identity.params_digest(pipeline_repo.root / "params.yaml")
+    for stage, run_ in top.items():
+        tags = run_.data.tags
+        assert tags["psr.pipeline_run"] == execution, stage
+        assert run_.info.run_name == f"{stage} · {execution}"
+        assert tags["psr.git.dirty"] == "false", (stage, tags.get("psr.git.changes"))
+        assert tags["psr.params_digest"] == digest, stage
+    trials = [r for r in by_stage["tune"] if "mlflow.parentRunId" in r.data.tags]
+    assert {r.data.tags["psr.pipeline_run"] for r in trials} == {execution}
+
+    train, evaluate, register = top["train"], top["evaluate"], top["register"]
+    lrs = train.data.params["train.phase1.lrs"]
+    assert evaluate.data.params["train.phase1.lrs"] == lrs
+    assert evaluate.data.tags["psr.run.train"] == train.info.run_id
+    accuracy = evaluate.data.metrics["accuracy"]
+    mlflow_client = client(pipeline_repo)
+    registry = json.loads((pipeline_repo.root / "reports/registry.json").read_text())
+    model = mlflow_client.get_logged_model(registry["logged_model_id"])
+    assert {m.key: m.value for m in model.metrics}["accuracy"] == pytest.approx(accuracy)
+    assert model.params["train.phase1.lrs"] == lrs and "evaluate.split" in model.params
+    assert model.tags["psr.pipeline_run"] == execution
+    ranked = mlflow_client.search_logged_models(  # what the experiment's model list sorts by
+        [train.info.experiment_id],
+        filter_string="metrics.accuracy >= 0",
+        order_by=[{"field_name": "metrics.accuracy", "ascending": False}],
+    )
+    assert registry["logged_model_id"] in [m.model_id for m in ranked]
+    version = mlflow_client.get_model_version("psr-fer", registry["version"])
+    assert version.tags["psr.pipeline_run"] == execution
+    assert version.run_id == register.info.run_id  # its source run, compared by the registry
+    assert register.data.metrics["accuracy"] == pytest.approx(accuracy)
+    assert register.data.params["train.phase1.lrs"] == lrs
+
+
+def test_the_registry_is_read_from_another_directory_without_creating_a_database(
+    pipeline_repo: PipelineRepo, tmp_path
+):
+    """``psr predict --model-uri models:/psr-fer@champion`` elsewhere: with --tracking-uri or
+    MLFLOW_TRACKING_URI it predicts; with neither it says what to set; no mlflow.db appears."""
+    import cv2
+
+    from psr.data.prepared import load_split
+
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    face = np.asarray(load_split(pipeline_repo.root / "data/prepared/tiny", "test").images[0])
+    cv2.imwrite(str(elsewhere / "face.png"), face)
+    command = [str(BIN / "psr"), "predict", "face.png", "--no-detect"]
+    command += ["--model-uri", "models:/psr-fer@champion"]
+    unset = subprocess.run(
+        command, cwd=elsewhere, env=clean_env(), capture_output=True, text=True, timeout=300
+    )
+    assert unset.returncode == 2, unset.stderr[-3000:]
+    assert "no MLflow tracking URI is set" in unset.stderr
+    assert "--tracking-uri" in unset.stderr and "MLFLOW_TRACKING_URI" in unset.stderr
+    given = run([*command, "--tracking-uri", pipeline_repo.tracking_uri], elsewhere, timeout=300)
+    from_env = run(command, elsewhere, timeout=300, MLFLOW_TRACKING_URI=pipeline_repo.tracking_uri)
+    for result in (given, from_env):
+        assert "1 face(s); 0 frame(s) without a face" in result.stdout
+    assert [p.name for p in elsewhere.iterdir()] == ["face.png"]  # no mlflow.db
+
+
 def test_tuning_trials_are_nested_runs_and_some_were_pruned(pipeline_repo: PipelineRepo):
     import optuna
 
@@ -371,6 +446,16 @@ def test_temp_experiment_logs_to_the_shared_database(pipeline_repo: PipelineRepo
     ]
     assert len(train_runs) == 1
     assert train_runs[0].data.params["train.phase1.epochs"] == "1"
+    assert train_runs[0].info.run_name == "train · short"
+    experiment = [  # every run of the experiment names it, one execution, the changed params
+        r for runs in stage_runs(pipeline_repo).values() for r in runs
+        if r.data.tags.get("dvc.exp_name") == "short"
+    ]  # fmt: skip
+    assert {r.data.tags["dvc.stage"] for r in experiment} >= {"train", "evaluate", "register"}
+    assert len({r.data.tags["psr.pipeline_run"] for r in experiment}) == 1
+    for r in experiment:
+        assert r.data.tags["psr.git.dirty"] == "true"
+        assert "params.yaml" in r.data.tags["psr.git.changes"].split(", ")
     assert not list((root / ".dvc" / "tmp").rglob("mlflow.db"))
     shown = json.loads(run([str(BIN / "dvc"), "exp", "show", "--json"], root).stdout)
     assert "short" in json.dumps(shown)
@@ -761,3 +846,8 @@ def test_prefect_deployment_run_completes(pipeline_repo: PipelineRepo, tmp_path)
         if r.data.tags.get("mlflow.parentRunId") == parallel[0].info.run_id
     ]
     assert len(nested) >= 2
+    flow_runs = {r["id"] for r in runs}  # the trials name the psr-tune flow run they ran in
+    assert {r.data.tags["prefect.flow_run_id"] for r in nested} <= flow_runs
+    assert {r.data.tags["psr.pipeline_run"] for r in nested} == {
+        f"prefect-{r.data.tags['prefect.flow_run_id']}" for r in nested
+    }
