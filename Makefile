@@ -7,7 +7,6 @@ STAMP  := $(VENV)/.installed
 # No telemetry or update checks: the tools run offline.
 export DVC_NO_ANALYTICS := 1
 export NO_ALBUMENTATIONS_UPDATE := 1
-export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export DO_NOT_TRACK := 1
 export PATH := $(abspath $(BIN)):$(PATH)
 
@@ -15,11 +14,15 @@ export PATH := $(abspath $(BIN)):$(PATH)
 
 venv: $(STAMP)
 
+# pip stays quiet (its resolver log is hundreds of lines); these lines say what it is doing.
 $(STAMP): pyproject.toml
-	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@echo "make: installing the project and its dependencies (torch, DVC, MLflow, Optuna, Prefect)"
+	@echo "      into $(VENV)/ with pip: the first time takes a few minutes, silently"
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
-	touch $(STAMP)
+	@touch $(STAMP)
+	@echo "make: $(VENV)/ is ready"
 
 ## run: the whole pipeline on the embedded default (synthetic data, CPU) with `dvc repro`
 run: $(STAMP)
@@ -62,12 +65,12 @@ deps: $(STAMP)
 	$(BIN)/python -m pipeline.dvcdeps
 
 # ---- Pipeline services: MLflow UI, Prefect server / worker / deployments ----
+# Prefect's settings (server address, PREFECT_HOME=.prefect/) are in prefect.toml, which every
+# `prefect` command started in this directory reads: these verbs and a plain shell agree.
 MLFLOW_PORT  ?= 5000
-PREFECT_PORT ?= 4200
 PREFECT_POOL ?= psr-process
 FLOW         ?= psr-pipeline/local
 FLOW_PARAMS  ?=
-prefect_env = PREFECT_HOME=$(abspath .prefect) PREFECT_API_URL=http://127.0.0.1:$(PREFECT_PORT)/api
 
 .PHONY: serve prefect-server prefect-worker deploy flow-run
 
@@ -80,19 +83,22 @@ ui: $(STAMP)
 serve: $(STAMP)
 	$(BIN)/python -m pipeline.serve --model-uri models:/psr-fer@champion --port 5001
 
-## prefect-server: a local Prefect server on http://127.0.0.1:4200 (state in .prefect/)
-prefect-server: $(STAMP)
-	$(prefect_env) $(BIN)/prefect server start --host 127.0.0.1 --port $(PREFECT_PORT)
+# exec: make passes a SIGTERM only to its own child, so the server or worker must be that child
+# (not a shell around it) to stop on `kill <make's pid>` as it does on Ctrl-C.
 
-## prefect-worker: the `process` work pool and a worker that runs its flow runs
+## prefect-server: a local Prefect server on http://127.0.0.1:4200 (prefect.toml; state in .prefect/)
+prefect-server: $(STAMP)
+	exec $(BIN)/prefect server start
+
+## prefect-worker: the `process` work pool and a worker that runs its flow runs (Ctrl-C or kill stops it)
 prefect-worker: $(STAMP)
-	$(prefect_env) $(BIN)/prefect work-pool create $(PREFECT_POOL) --type process --overwrite
-	$(prefect_env) $(BIN)/prefect worker start --pool $(PREFECT_POOL)
+	$(BIN)/prefect work-pool create $(PREFECT_POOL) --type process --overwrite
+	exec $(BIN)/prefect worker start --pool $(PREFECT_POOL)
 
 ## deploy: register the deployments of prefect.yaml (psr-pipeline, psr-tune, psr-ablate: /local)
 deploy: $(STAMP)
-	$(prefect_env) $(BIN)/prefect --no-prompt deploy --all
+	$(BIN)/prefect --no-prompt deploy --all
 
 ## flow-run: trigger a deployment and follow it, e.g. make flow-run FLOW_PARAMS='-p force=true'
 flow-run: $(STAMP)
-	$(prefect_env) $(BIN)/prefect deployment run '$(FLOW)' $(FLOW_PARAMS) --watch
+	$(BIN)/prefect deployment run '$(FLOW)' $(FLOW_PARAMS) --watch

@@ -11,17 +11,27 @@
   JournalStorage file by default), their trials nested under one MLflow run. Point
   ``tune.storage`` at the same storage and the DVC ``tune`` stage then finds the budget spent.
 
-Deployments: ``prefect.yaml`` (a ``process`` work pool); see the Makefile verbs ``prefect-server``,
-``prefect-worker``, ``deploy`` and ``flow-run``.
+Every stage command runs under a timeout (:data:`TIMEOUT_S`, per run: the ``timeouts``
+parameter) and every flow under :data:`FLOW_TIMEOUT_S`; a flow that ends early stops the commands
+its tasks still run. The stages that compute on the accelerator (:data:`GPU_STAGES`, the ablation
+arms, psr-tune's workers together) hold a slot of the global concurrency limit ``gpu`` (created
+with 1 slot if missing: one GPU job at a time across flow runs; ``prefect gcl update gpu --limit
+2`` allows two). DVC's ``git add`` hint is printed once, at the end of a flow, not per stage.
+
+Deployments: ``prefect.yaml`` (a ``process`` work pool); Prefect's settings: ``prefect.toml``; see
+the Makefile verbs ``prefect-server``, ``prefect-worker``, ``deploy`` and ``flow-run``.
 """
 
 from __future__ import annotations
 
 import contextlib
+import datetime
 import json
 import os
 import subprocess
 import sys
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +57,30 @@ STAGES: tuple[str, ...] = (
 REPO = Path(__file__).resolve().parents[1]
 #: Stages whose failure may be transient (network): retried by Prefect.
 RETRIED = {"download": 2}
+HOUR = 3600
+#: Seconds a stage command may run before it is stopped: the paper's recipes on one GPU take
+#: hours (train, tune), a real dataset's prepare up to an hour. Ablation arms: ``train``'s.
+TIMEOUT_S: dict[str, float] = {
+    "validate": 0.25 * HOUR,
+    "download": 2 * HOUR,
+    "prepare": 4 * HOUR,
+    "priors": 0.5 * HOUR,
+    "sr_pretrain": 6 * HOUR,
+    "backbone": 24 * HOUR,
+    "tune": 72 * HOUR,
+    "train": 24 * HOUR,
+    "evaluate": 2 * HOUR,
+    "register": HOUR,
+    "ablation_report": HOUR,
+}
+#: Every flow's limit: a stuck run ends within a week whatever its stages' limits.
+FLOW_TIMEOUT_S = 7 * 24 * HOUR
+#: The stages that compute on the accelerator: one such job at a time (concurrency limit gpu).
+GPU_STAGES = frozenset({"sr_pretrain", "backbone", "tune", "train", "evaluate"})
+GPU_LIMIT = "gpu"
+GPU_SLOTS = 1  # the limit's size when a flow creates it
+#: DVC's hint after a stage that changed dvc.lock: its first and last lines.
+GIT_HINT = ("To track the changes with git, run:", "dvc config core.autostage true")
 ARTIFACT_KEY = "psr-pipeline-report"
 #: Per-class scores stay in reports/evaluate (the artifact shows the headline numbers).
 PER_CLASS_PREFIXES = ("precision_", "recall_", "f1_", "support_")
@@ -78,10 +112,21 @@ def _tool(name: str) -> str:
     return str(local) if local.exists() else name
 
 
-def stream(command: list[str], cwd: Path, prefix: str = "") -> None:
-    """Run ``command``, sending each output line to the run logger; raise if it fails."""
+#: The commands the flows' tasks are running (tasks run in threads: see stops_its_commands).
+_RUNNING: set[subprocess.Popen] = set()
+
+
+def stream(
+    command: list[str], cwd: Path, prefix: str = "", timeout_s: float | None = None
+) -> list[str]:
+    """Run ``command``, sending each output line to the run logger; raise if it fails or runs
+    past ``timeout_s`` (it is stopped then). Returns the files of DVC's ``git add`` hints, which
+    stay out of the log (the flow prints one hint at its end)."""
     logger = get_run_logger()
-    logger.info("$ %s", " ".join(command))
+    limit = f" (timeout {datetime.timedelta(seconds=timeout_s)})" if timeout_s else ""
+    logger.info("$ %s%s", " ".join(command), limit)
+    to_track: list[str] = []
+    in_hint = timed_out = False
     with subprocess.Popen(
         command,
         cwd=cwd,
@@ -92,21 +137,133 @@ def stream(command: list[str], cwd: Path, prefix: str = "") -> None:
         bufsize=1,
     ) as process:
         assert process.stdout is not None
-        for line in process.stdout:
-            logger.info("%s%s", prefix, line.rstrip())
-        code = process.wait()
+        _RUNNING.add(process)
+
+        def expire() -> None:
+            nonlocal timed_out
+            timed_out = True
+            _stop(process)
+
+        timer = threading.Timer(timeout_s, expire) if timeout_s else None
+        try:
+            if timer:
+                timer.start()
+            for line in process.stdout:
+                text = line.strip()
+                if text == GIT_HINT[0]:
+                    in_hint = True
+                elif in_hint:
+                    to_track += text.split()[2:] if text.startswith("git add ") else []
+                    in_hint = text != GIT_HINT[1]
+                elif text:
+                    logger.info("%s%s", prefix, line.rstrip())
+            code = process.wait()
+        except BaseException:  # an interrupt or a flow timeout in this thread: no orphan
+            _stop(process)
+            raise
+        finally:
+            if timer:
+                timer.cancel()
+            _RUNNING.discard(process)
+    if timed_out:
+        raise TimeoutError(
+            f"{' '.join(command)} ran past its timeout of {timeout_s:g} s and was stopped "
+            '(a longer one for this run: the flow parameter timeouts, e.g. {"train": 172800})'
+        )
     if code != 0:
         raise RuntimeError(f"{' '.join(command)} exited with status {code}")
+    return to_track
+
+
+def _stop(process: subprocess.Popen, grace_s: float = 10) -> None:
+    """TERM, then KILL after ``grace_s``; a stage dies with its ``dvc`` (stages/common.py)."""
+    if process.poll() is not None:
+        return
+    process.terminate()
+    try:
+        process.wait(timeout=grace_s)
+    except subprocess.TimeoutExpired:
+        process.kill()
+
+
+@contextlib.contextmanager
+def stops_its_commands() -> Iterator[None]:
+    """A flow body: when it ends early (a timeout, a failed parallel worker, a cancellation)
+    the commands its tasks still run are stopped; the tasks' threads would leave them running."""
+    try:
+        yield
+    finally:
+        for process in list(_RUNNING):
+            _stop(process)
+
+
+def ensure_gpu_limit() -> None:
+    """Create the global concurrency limit ``gpu`` with :data:`GPU_SLOTS` slots if it does not
+    exist (an existing one keeps its size: the user's choice)."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
+    from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
+
+    with get_client(sync_client=True) as client:
+        try:
+            client.read_global_concurrency_limit_by_name(GPU_LIMIT)
+        except ObjectNotFound:
+            limit = GlobalConcurrencyLimitCreate(name=GPU_LIMIT, limit=GPU_SLOTS)
+            with contextlib.suppress(ObjectAlreadyExists):  # another flow run was first
+                client.create_global_concurrency_limit(limit)
+
+
+@contextlib.contextmanager
+def gpu_slot(needed: bool = True) -> Iterator[None]:
+    """Hold a slot of the ``gpu`` limit (waiting for one) while the block runs."""
+    if not needed:
+        yield
+        return
+    from prefect.concurrency.sync import concurrency
+
+    with concurrency(GPU_LIMIT, occupy=1, strict=True):
+        yield
+
+
+def uses_gpu(stage: str) -> bool:
+    return stage in GPU_STAGES or stage.startswith(f"{ABLATION_DVC}:arm@")
+
+
+def timeout_for(stage: str, timeouts: dict[str, float] | None = None) -> float:
+    """The seconds ``stage`` may run: ``timeouts`` (a flow parameter) over :data:`TIMEOUT_S`."""
+    name = stage.removeprefix(f"{ABLATION_DVC}:")
+    name = "train" if name.startswith("arm@") else "ablation_report" if name == "report" else name
+    return float({**TIMEOUT_S, **(timeouts or {})}[name])
+
+
+def check_timeouts(timeouts: dict[str, float] | None) -> None:
+    """The ``timeouts`` parameter names stages of :data:`TIMEOUT_S`, each with seconds > 0."""
+    unknown = sorted(set(timeouts or {}) - set(TIMEOUT_S))
+    if unknown:
+        raise ValueError(f"timeouts: unknown stage(s) {unknown}; stages: {sorted(TIMEOUT_S)}")
+    bad = {k: v for k, v in (timeouts or {}).items() if not v > 0}
+    if bad:
+        raise ValueError(f"timeouts: seconds must be > 0, got {bad}")
+
+
+def log_git_hint(files: list[str]) -> None:
+    """DVC's hint, once for the whole flow: the files its stages changed, to commit."""
+    if files:
+        get_run_logger().info("%s git add %s", GIT_HINT[0], " ".join(sorted(set(files))))
 
 
 @task(cache_policy=NO_CACHE, task_run_name="{stage}")
-def run_stage(stage: str, repo: str, force: bool = False) -> str:
-    """``dvc repro --single-item <stage>``: runs the stage if DVC finds it stale."""
+def run_stage(
+    stage: str, repo: str, force: bool = False, timeouts: dict[str, float] | None = None
+) -> list[str]:
+    """``dvc repro --single-item <stage>``: runs the stage if DVC finds it stale (under its
+    timeout, holding a ``gpu`` slot if it computes on the accelerator); returns the files DVC
+    asks to ``git add``."""
     command = [_tool("dvc"), "repro", "--single-item", stage]
     if force:
         command.append("--force")
-    stream(command, Path(repo))
-    return stage
+    with gpu_slot(uses_gpu(stage)):
+        return stream(command, Path(repo), timeout_s=timeout_for(stage, timeouts))
 
 
 def _read(path: Path) -> dict[str, Any]:
@@ -144,17 +301,19 @@ def report_markdown(repo: Path) -> str:
     return "\n".join(lines) + "\n"
 
 
-@flow(name="psr-pipeline", log_prints=True)
+@flow(name="psr-pipeline", log_prints=True, timeout_seconds=FLOW_TIMEOUT_S)
 def psr_pipeline(
     repo: str | None = None,
     stages: list[str] | None = None,
     force: bool = False,
     set_params: list[str] | None = None,
+    timeouts: dict[str, float] | None = None,
 ) -> str:
     """Run the DVC stages in DAG order (all, or ``stages``), then publish the report artifact.
 
     ``set_params`` (``["train.phase1.epochs=3"]``) edits params.yaml first, as
     ``dvc exp run -S`` does in the workspace; the file changes only if the result validates.
+    ``timeouts`` (``{"train": 172800}``) raises stages' limits (seconds) over :data:`TIMEOUT_S`.
     """
     from pipeline.params import set_params as apply
 
@@ -163,15 +322,20 @@ def psr_pipeline(
     unknown = [s for s in selected if s not in STAGES]
     if unknown:
         raise ValueError(f"unknown stage(s) {unknown}; stages: {list(STAGES)}")
+    check_timeouts(timeouts)
     if set_params:
         apply(root / PARAMS_FILE, list(set_params))
-    previous = None
-    for stage in (s for s in STAGES if s in selected):  # DAG order whatever the input order
-        retries = RETRIED.get(stage, 0)
-        runner = run_stage.with_options(retries=retries, retry_delay_seconds=10)
-        future = runner.submit(stage, str(root), force, wait_for=[previous] if previous else None)
-        future.result()  # a failed stage stops the flow
-        previous = future
+    ensure_gpu_limit()
+    previous, to_track = None, []
+    with stops_its_commands():
+        for stage in (s for s in STAGES if s in selected):  # DAG order whatever the input order
+            retries = RETRIED.get(stage, 0)
+            runner = run_stage.with_options(retries=retries, retry_delay_seconds=10)
+            wait = [previous] if previous else None
+            future = runner.submit(stage, str(root), force, timeouts, wait_for=wait)
+            to_track += future.result()  # a failed stage stops the flow
+            previous = future
+    log_git_hint(to_track)
     markdown = report_markdown(root)
     create_markdown_artifact(
         markdown=markdown, key=ARTIFACT_KEY, description="PSR-FER metrics and registry decision"
@@ -184,14 +348,18 @@ ABLATION_DVC = "ablation/dvc.yaml"
 ABLATION_INPUTS = ("download", "prepare", "priors", "sr_pretrain")
 
 
-@flow(name="psr-ablate", log_prints=True)
+@flow(name="psr-ablate", log_prints=True, timeout_seconds=FLOW_TIMEOUT_S)
 def psr_ablate(
-    repo: str | None = None, force: bool = False, set_params: list[str] | None = None
+    repo: str | None = None,
+    force: bool = False,
+    set_params: list[str] | None = None,
+    timeouts: dict[str, float] | None = None,
 ) -> str:
     """The ablation family of params.yaml's ``ablate`` section, one task per arm and seed
     (sequential: each run uses the machine), then the report; returns results.md.
 
-    ``set_params`` (``["ablate.seeds=[0]"]``) edits params.yaml first, as in ``psr-pipeline``.
+    ``set_params`` (``["ablate.seeds=[0]"]``) edits params.yaml first, ``timeouts`` raises
+    stages' limits (an arm's: ``train``'s), as in ``psr-pipeline``.
     """
     from pipeline import ablation
     from pipeline.params import load_params
@@ -199,18 +367,24 @@ def psr_ablate(
     from pipeline.stages.ablation_report import RESULTS_FILE
 
     root = Path(repo).resolve() if repo else REPO
+    check_timeouts(timeouts)
     if set_params:
         apply(root / PARAMS_FILE, list(set_params))
     with contextlib.chdir(root):
         runs = ablation.planned_runs(load_params())
-    for stage in ABLATION_INPUTS:
-        run_stage.with_options(retries=RETRIED.get(stage, 0)).submit(stage, str(root)).result()
-    for arm, seed in runs:
-        name = f"{ABLATION_DVC}:arm@{arm}-{seed}"
-        run_stage.with_options(task_run_name=ablation.run_name(arm, seed)).submit(
-            name, str(root), force
-        ).result()
-    run_stage.submit(f"{ABLATION_DVC}:report", str(root), force).result()
+    ensure_gpu_limit()
+    to_track: list[str] = []
+    with stops_its_commands():
+        for stage in ABLATION_INPUTS:
+            runner = run_stage.with_options(retries=RETRIED.get(stage, 0))
+            to_track += runner.submit(stage, str(root), False, timeouts).result()
+        for arm, seed in runs:
+            name = f"{ABLATION_DVC}:arm@{arm}-{seed}"
+            runner = run_stage.with_options(task_run_name=ablation.run_name(arm, seed))
+            to_track += runner.submit(name, str(root), force, timeouts).result()
+        report = f"{ABLATION_DVC}:report"
+        to_track += run_stage.submit(report, str(root), force, timeouts).result()
+    log_git_hint(to_track)
     markdown = (root / RESULTS_FILE).read_text(encoding="utf-8")
     create_markdown_artifact(
         markdown=markdown, key="psr-ablation", description="PSR-FER ablation results"
@@ -219,9 +393,16 @@ def psr_ablate(
 
 
 @task(cache_policy=NO_CACHE, task_run_name="tune-worker-{index}")
-def tune_worker(index: int, repo: str, parent_run_id: str, storage: str, n_trials: int | None):
+def tune_worker(
+    index: int,
+    repo: str,
+    parent_run_id: str,
+    storage: str,
+    n_trials: int | None,
+    timeout_s: float | None = None,
+):
     """One Optuna worker process running trials of the shared study (its index decides its
-    sampler seed)."""
+    sampler seed); stopped after ``timeout_s``."""
     command = [
         sys.executable,
         "-m",
@@ -236,18 +417,20 @@ def tune_worker(index: int, repo: str, parent_run_id: str, storage: str, n_trial
     ]
     if n_trials is not None:
         command += ["--n-trials", str(n_trials)]
-    stream(command, Path(repo), prefix=f"[worker {index}] ")
+    stream(command, Path(repo), prefix=f"[worker {index}] ", timeout_s=timeout_s)
 
 
-@flow(name="psr-tune", log_prints=True)
+@flow(name="psr-tune", log_prints=True, timeout_seconds=FLOW_TIMEOUT_S)
 def psr_tune(
     repo: str | None = None,
     workers: int = 2,
     n_trials: int | None = None,
     storage: str = "journal:optuna.journal",
+    timeouts: dict[str, float] | None = None,
 ) -> dict[str, Any]:
     """Fill the tune stage's study with ``workers`` parallel processes (budget: ``n_trials``,
-    default ``tune.n_trials``), after bringing the tune stage's inputs up to date with DVC."""
+    default ``tune.n_trials``), after bringing the tune stage's inputs up to date with DVC.
+    The workers together are one GPU job (one ``gpu`` slot) under the ``tune`` timeout."""
     import mlflow
     import optuna
 
@@ -257,9 +440,15 @@ def psr_tune(
     if workers < 1:
         raise ValueError(f"workers must be >= 1, got {workers}")
     root = Path(repo).resolve() if repo else REPO
-    for stage in STAGES[: STAGES.index("tune")]:
-        run_stage.with_options(retries=RETRIED.get(stage, 0)).submit(stage, str(root)).result()
-    with contextlib.chdir(root):
+    check_timeouts(timeouts)
+    ensure_gpu_limit()
+    to_track: list[str] = []
+    with stops_its_commands():
+        for stage in STAGES[: STAGES.index("tune")]:
+            runner = run_stage.with_options(retries=RETRIED.get(stage, 0))
+            to_track += runner.submit(stage, str(root), False, timeouts).result()
+    log_git_hint(to_track)
+    with contextlib.chdir(root), stops_its_commands():
         params = load_params()
         params = params.model_copy(
             update={"tune": params.tune.model_copy(update={"storage": storage})}
@@ -270,12 +459,14 @@ def psr_tune(
         with mlflow.start_run(
             run_name="tune-parallel", tags={tracking.TAG_STAGE: "tune", "psr.workers": str(workers)}
         ) as parent:
-            futures = [
-                tune_worker.submit(i, str(root), parent.info.run_id, storage, n_trials)
-                for i in range(1, workers + 1)  # worker 0 is the DVC stage
-            ]
-            for future in futures:
-                future.result()
+            limit = timeout_for("tune", timeouts)
+            with gpu_slot():
+                futures = [
+                    tune_worker.submit(i, str(root), parent.info.run_id, storage, n_trials, limit)
+                    for i in range(1, workers + 1)  # worker 0 is the DVC stage
+                ]
+                for future in futures:
+                    future.result()
             study = optuna.load_study(study_name=name, storage=tuning.open_storage(storage))
             document, metrics = tuning.summarize(study)
             mlflow.log_metrics(metrics)

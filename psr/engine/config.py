@@ -155,7 +155,9 @@ class TrainConfig(BaseModel):
     data_fraction: float = Field(
         1.0, gt=0, le=1, description="stratified fraction of the training split (fast trials)"
     )
-    progress: bool = Field(True, description="tqdm bars; off for tests and pipelines")
+    progress: bool = Field(
+        True, description="epoch and batch progress (psr.progress): a bar, or lines in a log"
+    )
 
     @model_validator(mode="after")
     def _something_to_train(self) -> TrainConfig:

@@ -787,9 +787,33 @@ def test_ablation_runs_every_arm_under_one_parent_and_fills_the_readme(
     assert "Running stage" not in second.stdout
 
 
+def test_stage_progress_in_a_log_is_plain_lines(pipeline_repo: PipelineRepo):
+    """`dvc repro` with its output captured (not a terminal): each stage says it started before
+    its slow imports, and the long steps print whole progress lines, no redrawn bar."""
+    err = pipeline_repo.repro.stderr
+    for stage in ("validate", "sr_pretrain", "train"):
+        assert f"stage {stage}: starting" in err
+    assert "\r" not in err
+    assert "epochs: 3/3 epoch (100%)" in err  # train.phase1 + phase2 epochs
+    assert "sr_pretrain: 4/4 step (100%)" in err
+    assert "tune trials: 5/5 trial (100%)" in err
+
+
+def _drop_from_lock(root: Path, stages: tuple[str, ...]) -> None:
+    """Forget ``stages`` in dvc.lock: the next repro restores them from the run-cache and
+    writes dvc.lock again (DVC's `git add` hint, once per stage)."""
+    import yaml
+
+    lock = yaml.safe_load((root / "dvc.lock").read_text())
+    for stage in stages:
+        del lock["stages"][stage]
+    (root / "dvc.lock").write_text(yaml.safe_dump(lock, sort_keys=False))
+
+
 def test_prefect_deployment_run_completes(pipeline_repo: PipelineRepo, tmp_path):
-    """prefect.yaml deployed to a real local server; a process worker runs psr-pipeline (all
-    stages up to date: DVC skips them) and psr-tune (two parallel Optuna workers)."""
+    """prefect.yaml deployed to a real local server; `make prefect-worker` runs psr-pipeline
+    (two stages restored from DVC's run-cache, the rest up to date), psr-tune (two parallel
+    Optuna workers) and psr-ablate, and stops on a SIGTERM to make."""
     root = pipeline_repo.root
     port = free_port()
     api = f"http://127.0.0.1:{port}/api"
@@ -797,12 +821,14 @@ def test_prefect_deployment_run_completes(pipeline_repo: PipelineRepo, tmp_path)
     prefect = str(BIN / "prefect")
     server_log, worker_log = tmp_path / "server.log", tmp_path / "worker.log"
     server_cmd = [prefect, "server", "start", "--host", "127.0.0.1", "--port", str(port)]
+    _drop_from_lock(root, ("validate", "priors"))
     with background(server_cmd, root, server_log, **env) as server:
         wait_for(f"{api}/health", server, server_log)
         run([prefect, "work-pool", "create", "psr-process", "--type", "process"], root, **env)
         run([prefect, "--no-prompt", "deploy", "--all"], root, timeout=300, **env)
-        worker_cmd = [prefect, "worker", "start", "--pool", "psr-process"]
-        with background(worker_cmd, root, worker_log, **env):
+        venv = BIN.parent  # the Makefile's verb, with this venv taken as installed
+        worker_cmd = ["make", f"VENV={venv}", "-o", f"{venv}/.installed", "prefect-worker"]
+        with background(worker_cmd, root, worker_log, **env) as worker:
             result = run(
                 [prefect, "deployment", "run", "psr-pipeline/local", "--watch"],
                 root,
@@ -822,8 +848,13 @@ def test_prefect_deployment_run_completes(pipeline_repo: PipelineRepo, tmp_path)
                 timeout=900,
                 **env,
             )
+            worker.send_signal(signal.SIGTERM)  # `kill <make's pid>`: make passes it on
+            worker.wait(timeout=30)
+            assert _group_gone(worker.pid, timeout=60), worker_log.read_text()[-4000:]
         runs = requests.post(f"{api}/flow_runs/filter", json={}, timeout=30).json()
         artifacts = requests.post(f"{api}/artifacts/filter", json={}, timeout=30).json()
+        limits = requests.post(f"{api}/v2/concurrency_limits/filter", json={}, timeout=30).json()
+        deployments = requests.post(f"{api}/deployments/filter", json={}, timeout=30).json()
     states = {r["name"]: r["state"]["type"] for r in runs}
     assert sorted(states.values()) == ["COMPLETED"] * 3, (
         result.stdout,
@@ -851,3 +882,28 @@ def test_prefect_deployment_run_completes(pipeline_repo: PipelineRepo, tmp_path)
     assert {r.data.tags["psr.pipeline_run"] for r in nested} == {
         f"prefect-{r.data.tags['prefect.flow_run_id']}" for r in nested
     }
+    # DVC's hint once per flow run, not once per stage that changed dvc.lock
+    logged = worker_log.read_text()
+    assert logged.count("To track the changes with git") == 1, logged[-6000:]
+    assert "git add dvc.lock" in logged and "autostage" not in logged
+    lock = (root / "dvc.lock").read_text()
+    assert "\n  validate:" in lock and "\n  priors:" in lock
+    # timeouts: every stage command's, and a parameter of every deployment
+    assert "repro --single-item train (timeout 1 day, 0:00:00)" in logged
+    for deployment in deployments:
+        assert "timeouts" in deployment["parameter_openapi_schema"]["properties"]
+    # the flows created the gpu limit: one GPU job at a time
+    gpu = next(limit for limit in limits if limit["name"] == "gpu")
+    assert (gpu["limit"], gpu["active_slots"]) == (1, 0)
+
+
+def _group_gone(pgid: int, timeout: float) -> bool:
+    """Whether every process of group ``pgid`` exits within ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(pgid, 0)
+        except ProcessLookupError:
+            return True
+        time.sleep(0.5)
+    return False
