@@ -72,7 +72,12 @@ PREFECT_POOL ?= psr-process
 FLOW         ?= psr-pipeline/local
 FLOW_PARAMS  ?=
 
-.PHONY: serve prefect-server prefect-worker deploy flow-run
+.PHONY: serve prefect-server prefect-worker deploy flow-run screenshots
+
+## screenshots: the MLflow and Prefect pages of this workspace's run into docs/screenshots (after make run; needs chromium)
+screenshots: $(STAMP)
+	$(BIN)/python -c "import playwright" 2>/dev/null || $(BIN)/python -m pip install --quiet -e '.[docs]'
+	$(BIN)/python -m pipeline.screenshots
 
 ## ui: MLflow UI over the pipeline's tracking database, on http://127.0.0.1:5000
 ui: $(STAMP)
