@@ -14,7 +14,6 @@ import sys
 from typing import Any
 
 import mlflow
-from mlflow.exceptions import MlflowException
 
 from pipeline import tracking
 from pipeline.params import Params
@@ -45,12 +44,13 @@ _LOCAL_TAGS = (tracking.TAG_PROCESS, "psr.workspace")
 log = logging.getLogger(__name__)
 
 
-def provenance(params: Params, run: mlflow.ActiveRun) -> dict[str, str]:
+def provenance(
+    params: Params, run: mlflow.ActiveRun, trained: mlflow.entities.Run | None
+) -> dict[str, str]:
     """What the report says the model and the evaluation are: the checkpoint (its registry
-    version comes later, from ``register``), this run and the train run that made the
-    checkpoint, the commit and the run's pipeline tags, and the training configuration."""
-    from psr.fileio import read_json
-
+    version comes later, from ``register``), this run and ``trained``, the train run that made
+    the checkpoint (:func:`pipeline.tracking.recorded_run`), the commit and the run's pipeline
+    tags, and the training configuration."""
     tags = mlflow.get_run(run.info.run_id).data.tags
     rows = {
         "model": f"{CHECKPOINT} from the train stage (no registry version yet: the register "
@@ -66,17 +66,12 @@ def provenance(params: Params, run: mlflow.ActiveRun) -> dict[str, str]:
     record = run_record_path("train")
     if not record.is_file():
         return rows | {"train run": f"unknown: no {record}"}
-    train_id = read_json(record)["run_id"]
-    rows["train run"] = train_id
-    try:
-        train = mlflow.get_run(train_id)
-    except MlflowException as err:
-        return rows | {
-            "training configuration": f"train run not in {mlflow.get_tracking_uri()}: {err}"
-        }
-    if commit := train.data.tags.get(tracking.TAG_GIT_COMMIT):
+    if trained is None:
+        return rows | {"training configuration": f"train run not in {mlflow.get_tracking_uri()}"}
+    rows["train run"] = trained.info.run_id
+    if commit := trained.data.tags.get(tracking.TAG_GIT_COMMIT):
         rows["train git commit"] = commit
-    rows["training configuration"] = training_summary(train.data.params)
+    rows["training configuration"] = training_summary(trained.data.params)
     return rows
 
 
@@ -100,7 +95,8 @@ def run(params: Params) -> None:
         manifest=read_manifest(params.prepared_dir),
     ) as active:
         # the model's training parameters beside its test metrics: one view compares them
-        if trained := tracking.recorded_run("train"):
+        trained = tracking.recorded_run("train")  # read once: its params and the provenance
+        if trained is not None:
             tracking.copy_params(trained)
             mlflow.set_tag("psr.run.train", trained.info.run_id)
         sidecar = RAW_DIR / GENERATION_FILE if params.breakdown_sidecar else None
@@ -110,7 +106,7 @@ def run(params: Params) -> None:
             params.prepared_dir,
             OUT_DIR,
             sidecar=sidecar,
-            provenance=provenance(params, active),
+            provenance=provenance(params, active, trained),
         )
         mlflow.log_metrics(result.logged_metrics())
         mlflow.log_artifacts(str(OUT_DIR), artifact_path="evaluation")
