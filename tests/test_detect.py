@@ -116,7 +116,7 @@ def test_yunet_needs_its_model_file(tmp_path):
 
 def test_bad_detector_settings(tmp_path):
     with pytest.raises(ValueError, match="unknown face detector"):
-        create_detector("mtcnn")
+        create_detector("retinaface")
     with pytest.raises(FileNotFoundError, match="Haar cascade file not found"):
         HaarDetector(tmp_path / "none.xml")
     bad = tmp_path / "bad.xml"

@@ -10,6 +10,7 @@ from psr.cli import main
 from psr.data.synthetic.frontal import frontal_face
 from psr.data.transforms import eval_transform
 from psr.detect import HaarDetector
+from psr.detect_mtcnn import MTCNNDetector
 from psr.inference import Predictor, annotate, find_checkpoint, iter_frames, read_image
 from psr.models import create_model, fuse, save_model
 
@@ -162,7 +163,8 @@ def test_iter_frames_walks_folders_and_samples_videos(folder):
 
 
 def test_predict_paths_with_detection(folder, checkpoint):
-    predictor = Predictor.from_checkpoint(checkpoint, batch_size=2)
+    # Haar: its boxes cover the whole drawn face, which the box check below measures.
+    predictor = Predictor.from_checkpoint(checkpoint, detector="haar", batch_size=2)
     records = predictor.predict_paths([folder], every=2)
     by_file = {}
     for r in records:
@@ -287,7 +289,8 @@ def test_missing_checkpoint_and_detector_files(tmp_path, checkpoint):
         Predictor.from_checkpoint(tmp_path / "nope.pt")
     with pytest.raises(FileNotFoundError, match="YuNet model file not found"):
         Predictor.from_checkpoint(checkpoint, detector="yunet", yunet_model=tmp_path / "y.onnx")
-    assert isinstance(Predictor.from_checkpoint(checkpoint).detector, HaarDetector)
+    assert isinstance(Predictor.from_checkpoint(checkpoint).detector, MTCNNDetector)
+    assert isinstance(Predictor.from_checkpoint(checkpoint, detector="haar").detector, HaarDetector)
 
 
 @pytest.mark.slow
@@ -339,8 +342,37 @@ def test_cli_predict_no_detect_and_errors(folder, checkpoint, tmp_path, capsys):
 def test_huge_photo_box_is_in_original_pixels(checkpoint):
     big = np.full((4000, 6000, 3), 120, np.uint8)
     big[1500:2400, 3000:3900] = cv2.resize(frontal_face(100), (900, 900))[:, :, None]
-    predictor = Predictor.from_checkpoint(checkpoint, max_side=800)
+    predictor = Predictor.from_checkpoint(checkpoint, detector="haar", max_side=800)
     (record,) = predictor.predict_arrays([big])
     x, y, w, h = record.box
     assert record.status == "ok"
     assert abs(x - 3000) < 60 and abs(y - 1500) < 60 and abs(w - 900) < 120 and abs(h - 900) < 120
+
+
+def test_faces_with_landmarks_are_aligned_others_cropped(checkpoint):
+    from psr.align import align_face
+    from psr.detect import crop_face
+    from psr.inference import Frame
+
+    frame = Frame("photo", None, photo())
+    boxes, crops = Predictor.from_checkpoint(checkpoint)._faces(frame)  # MTCNN, align on
+    assert len(boxes) == 1 and boxes[0].landmarks is not None
+    assert crops[0].shape == (SIZE, SIZE, 3)
+    np.testing.assert_array_equal(crops[0], align_face(frame.image, boxes[0].landmarks, SIZE))
+    _, crops = Predictor.from_checkpoint(checkpoint, align=False)._faces(frame)
+    np.testing.assert_array_equal(crops[0], crop_face(frame.image, boxes[0], margin=0.2))
+    haar_boxes, crops = Predictor.from_checkpoint(checkpoint, detector="haar")._faces(frame)
+    assert haar_boxes[0].landmarks is None  # no landmarks: the margin crop, aligned or not
+    np.testing.assert_array_equal(crops[0], crop_face(frame.image, haar_boxes[0], margin=0.2))
+
+
+def test_cli_predict_no_align(folder, checkpoint, tmp_path):
+    out = tmp_path / "out.json"
+    face = folder / "face.jpg"
+    args = ["predict", str(face), "--checkpoint", str(checkpoint), "--json", str(out)]
+    assert main([*args, "--no-align"]) == 0
+    plain = json.loads(out.read_text())
+    assert main(args) == 0
+    aligned = json.loads(out.read_text())
+    assert plain[0]["box"] == aligned[0]["box"]  # same MTCNN box, different crops
+    assert plain[0]["probabilities"] != aligned[0]["probabilities"]

@@ -21,9 +21,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--no-detect", action="store_true", help="inputs are face crops: skip face detection"
     )
-    parser.add_argument("--detector", choices=("haar", "yunet"), default="haar")
+    parser.add_argument(
+        "--detector",
+        choices=("auto", "mtcnn", "haar", "yunet"),
+        default="auto",
+        help="auto (default): yunet with --yunet-model, else mtcnn when its files load, else haar",
+    )
     parser.add_argument("--yunet-model", help="YuNet ONNX file (face_detection_yunet_2023mar.onnx)")
-    parser.add_argument("--margin", type=float, default=0.2, help="crop margin around each face")
+    parser.add_argument(
+        "--no-align",
+        action="store_true",
+        help="crop detector boxes as they are instead of aligning faces by their landmarks",
+    )
+    parser.add_argument(
+        "--margin", type=float, default=0.2, help="crop margin around faces that are not aligned"
+    )
     parser.add_argument("--max-side", type=int, default=1024, help="downscale to this to detect")
     parser.add_argument("--every", type=int, default=30, help="use every Nth video frame")
     parser.add_argument("--csv", help="write one row per face to this CSV file")
@@ -82,6 +94,7 @@ def run(args: argparse.Namespace) -> int:
         "yunet_model": args.yunet_model,
         "max_side": args.max_side,
         "margin": args.margin,
+        "align": not args.no_align,
         "device": resolve_device(args.device),
         "batch_size": args.batch_size,
     }
