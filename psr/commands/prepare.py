@@ -36,6 +36,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--face-margin", type=float, default=0.0, help="AffectNet box margin")
+    parser.add_argument(
+        "--align-faces",
+        action="store_true",
+        help="datasets of whole photos: detect the largest face (MTCNN) and align it by its "
+        "landmarks; images without a face are skipped",
+    )
     parser.add_argument("--workers", type=int, help="decoding processes (default: all cores)")
     parser.add_argument("--max-bad-fraction", type=float, default=0.01)
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
@@ -59,6 +65,7 @@ def run(args: argparse.Namespace) -> int:
         valid_per_class=args.valid_per_class,
         seed=args.seed,
         face_margin=args.face_margin,
+        align_faces=args.align_faces,
         workers=args.workers,
         max_bad_fraction=args.max_bad_fraction,
         progress=not args.no_progress,

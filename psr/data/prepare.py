@@ -91,6 +91,12 @@ class PrepareConfig(BaseModel):
     )
     seed: int = 0
     face_margin: float = Field(0.0, ge=0, description="AffectNet: box widened by this fraction")
+    align_faces: bool = Field(
+        False,
+        description="detect the largest face in each image (MTCNN) and align it by its five "
+        "landmarks, as psr predict does; for datasets of whole photos (an image without a face "
+        "is skipped). Off: RAF-DB aligned, FER+ and AffectNet crops are already framed",
+    )
     workers: int | None = Field(None, ge=0, description="decoding processes; 0 = in process")
     chunk_size: int = Field(256, gt=0, description="images per task")
     max_bad_fraction: float = Field(
@@ -118,6 +124,10 @@ def open_source(cfg: PrepareConfig) -> DatasetSource:
 def prepare(cfg: PrepareConfig, out_root: str | Path) -> Path:
     """Prepare ``cfg``'s dataset into ``<out_root>/<name>/`` and return that folder."""
     check_source(cfg.dataset, cfg.source, cfg.votes, cfg.rafdb_images)
+    if cfg.align_faces:  # fail now, not once per image in the workers
+        from psr.detect_mtcnn import mtcnn_model_dir
+
+        mtcnn_model_dir()
     source = open_source(cfg)
     records, skipped = _collect(source.records, cfg.progress)
     side = cfg.image_size
@@ -148,11 +158,17 @@ def prepare(cfg: PrepareConfig, out_root: str | Path) -> Path:
                 "splits": splits,
                 "vote_names": list(source.vote_names) if source.vote_names else None,
                 "source": source.files,
-                "config": cfg.model_dump(mode="json", exclude=_EXECUTION_ONLY),
+                "config": cfg.model_dump(mode="json", exclude=_manifest_exclusions(cfg)),
                 "skipped": [dataclasses.asdict(s) for s in skipped],
             },
         )
     return target
+
+
+def _manifest_exclusions(cfg: PrepareConfig) -> set[str]:
+    # align_faces is recorded only when on, so the manifests (and DVC hashes) of datasets
+    # prepared before the option existed stay byte-identical.
+    return _EXECUTION_ONLY | (set() if cfg.align_faces else {"align_faces"})
 
 
 def _finish_split(
@@ -192,7 +208,7 @@ def _collect(
     return {s: grouped[s] for s in SPLITS if grouped.get(s)}, skipped
 
 
-Task = tuple[str, str, int, int, Sequence[ImageRef], tuple[int, int], int]
+Task = tuple[str, str, int, int, Sequence[ImageRef], tuple[int, int], int, bool]
 
 
 def _decode(
@@ -209,7 +225,7 @@ def _decode(
         offset = create_images(path, len(recs), size, channels)
         for first in range(0, len(recs), cfg.chunk_size):
             refs = [r.image for r in recs[first : first + cfg.chunk_size]]
-            tasks.append((split, str(path), offset, first, refs, size, channels))
+            tasks.append((split, str(path), offset, first, refs, size, channels, cfg.align_faces))
     bad: dict[str, list[tuple[int, str]]] = {split: [] for split in records}
     workers = (os.cpu_count() or 1) if cfg.workers is None else cfg.workers
     total = sum(len(recs) for recs in records.values())
@@ -246,8 +262,8 @@ def _init_worker() -> None:
 def _decode_chunk(task: Task) -> tuple[str, int, list[tuple[int, str]]]:
     """Load one chunk and write it into rows ``first..`` of its .npy with one positioned write;
     unusable images stay zero and are returned as (row, reason)."""
-    split, path, offset, first, refs, size, channels = task
-    images = load_images(refs, size, channels)
+    split, path, offset, first, refs, size, channels, align = task
+    images = load_images(refs, size, channels, align=align)
     chunk = np.zeros((len(refs), *size, channels), dtype=np.uint8)  # [n, H, W, C]
     failures = []
     for k, image in enumerate(images):

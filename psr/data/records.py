@@ -181,10 +181,11 @@ def resize(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 
 
 def load_images(
-    refs: Sequence[ImageRef], size: tuple[int, int], channels: int
+    refs: Sequence[ImageRef], size: tuple[int, int], channels: int, *, align: bool = False
 ) -> list[np.ndarray | BadImage]:
     """Load, convert to ``channels`` and resize each reference -> uint8 ``[H, W, C]`` or the
-    :class:`BadImage` that explains why it could not be loaded."""
+    :class:`BadImage` that explains why it could not be loaded. ``align``: detect the largest
+    face and align it by its landmarks (``psr.align``); an image without a face is bad."""
     pixel_rows = [r for r in refs if isinstance(r, PixelRow)]
     loaded: list[np.ndarray | BadImage]
     if len(pixel_rows) == len(refs) and _consecutive(pixel_rows):
@@ -192,13 +193,27 @@ def load_images(
     else:
         loaded = [_load_one(r) for r in refs]
     out: list[np.ndarray | BadImage] = []
-    for image in loaded:
+    for ref, image in zip(refs, loaded, strict=True):
         if isinstance(image, BadImage):
             out.append(image)
             continue
+        if align:
+            from psr.align import align_largest_face
+
+            try:
+                image = align_largest_face(image, max(size), name=_where(ref))
+            except ValueError as err:
+                out.append(BadImage(str(err)))
+                continue
         image = _to_channels(image, channels)
         out.append(resize(image, size))
     return out
+
+
+def _where(ref: ImageRef) -> str:
+    if isinstance(ref, PixelRow):
+        return f"{ref.path} line {ref.line}"
+    return ref.path if ref.listed_at is None else f"{ref.path} ({ref.listed_at})"
 
 
 def _load_one(ref: ImageRef) -> np.ndarray | BadImage:

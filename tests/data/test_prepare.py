@@ -231,3 +231,44 @@ def test_cli_prepare(tmp_path, raw, capsys):
     assert manifest["config"]["vote_mode"] == "crossentropy"
     assert main(["prepare", "--dataset", "rafdb", "--source", str(tmp_path / "none")]) == 2
     assert "list_patition_label.txt" in capsys.readouterr().err
+
+
+def test_align_faces_detects_and_aligns_whole_photos(tmp_path):
+    """A folder of whole photos (the generator's, faces tilted): ``align_faces`` stores each
+    largest face aligned by its MTCNN landmarks; the photo without a face is skipped, named."""
+    import cv2
+
+    from psr.align import align_largest_face
+    from psr.data.decode import read_image
+    from psr.data.synthetic.config import NuisanceConfig, SynthConfig
+    from psr.data.synthetic.generator import PhotoView, generate_samples
+
+    clean = NuisanceConfig(
+        rotation_deg=20, clutter=0, occlusion_rate=0, glasses_rate=0, blur_rate=0, noise_rate=0
+    ).model_copy(update={"lighting": 0})
+    cfg = SynthConfig(test=8, face_size=(80.0, 160.0), nuisance=clean)
+    samples = generate_samples(cfg, "test", PhotoView(), allow_not_a_face=False)
+    for i, sample in enumerate(samples):
+        folder = tmp_path / "photos" / "train" / ("fear" if i % 2 else "anger")
+        folder.mkdir(parents=True, exist_ok=True)
+        assert cv2.imwrite(str(folder / f"{i}.png"), sample.image)
+    noise = np.random.default_rng(0).integers(0, 256, (120, 160, 3), dtype=np.uint8)
+    assert cv2.imwrite(str(tmp_path / "photos" / "train" / "fear" / "noise.png"), noise)
+
+    options = {"dataset": "folder", "source": tmp_path / "photos", "image_size": 64}
+    options |= {"workers": 0, "progress": False, "valid_fraction": 0.25, "max_bad_fraction": 0.3}
+    root = prepare(PrepareConfig(**options, align_faces=True), tmp_path / "p")
+    manifest = read_manifest(root)
+    assert manifest["config"]["align_faces"] is True
+    skipped = {s["source"].rsplit("/", 1)[1]: s["reason"] for s in manifest["skipped"]}
+    assert "no face found to align" in skipped["noise.png"]
+    assert len(skipped) <= 2  # the noise, at most one missed cartoon face
+    assert sum(v["count"] for v in manifest["splits"].values()) == 9 - len(skipped)
+    train = load_split(root, "train")
+    assert train.images.shape[1:] == (64, 64, 3)
+    first = tmp_path / "photos" / train.ids[0]
+    np.testing.assert_array_equal(train.images[0], align_largest_face(read_image(first), 64))
+
+    plain = prepare(PrepareConfig(**options, name="plain"), tmp_path / "p")
+    assert "align_faces" not in read_manifest(plain)["config"]  # off: manifests as before
+    assert read_manifest(plain)["skipped"] == []
