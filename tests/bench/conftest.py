@@ -18,6 +18,6 @@ def _load(name: str) -> None:
     spec.loader.exec_module(module)
 
 
-for _name in ("throughput", "gpu"):  # gpu imports throughput
+for _name in ("throughput", "gpu", "detectors"):  # gpu imports throughput
     if _name not in sys.modules:
         _load(_name)
