@@ -198,7 +198,8 @@ class YuNetDetector(_Detector):
         _, faces = self.net.detect(cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
         if faces is None:
             return []
-        # each row: x, y, w, h, five (x, y) landmarks (LANDMARK_NAMES order), score
+        # each row: x, y, w, h, five (x, y) landmarks, score. YuNet names them for the subject
+        # (right eye first, which is the image's left): the order of LANDMARK_NAMES.
         return [
             Box(
                 int(f[0]),
