@@ -84,9 +84,10 @@ ui: $(STAMP)
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///$(abspath mlflow.db) \
 		--host 127.0.0.1 --port $(MLFLOW_PORT)
 
-## serve: the champion over HTTP on http://127.0.0.1:5001 (MLflow's scoring server, request body <= 16 MB)
+## serve: the champion over HTTP on http://127.0.0.1:5001 (MLflow's scoring server, request body <= 16 MB; RUNTIME=onnx: its ONNX twin, no torch)
 serve: $(STAMP)
-	$(BIN)/python -m pipeline.serve --model-uri models:/psr-fer@champion --port 5001
+	$(BIN)/python -m pipeline.serve --model-uri models:/psr-fer@champion --port 5001 \
+		--runtime $(or $(RUNTIME),torch)
 
 # exec: make passes a SIGTERM only to its own child, so the server or worker must be that child
 # (not a shell around it) to stop on `kill <make's pid>` as it does on Ctrl-C.

@@ -1,12 +1,16 @@
 """Serve a registered model over HTTP: MLflow's scoring server with a request body limit.
 
     python -m pipeline.serve [--model-uri models:/psr-fer@champion] [--port 5001]
-                             [--max-body-mb 16]
+                             [--runtime torch|onnx] [--max-body-mb 16]
 
 The same app as ``mlflow models serve`` (``/invocations``, ``/ping``, ``/version``), with one
 addition: a request body above ``--max-body-mb`` is answered 413 before it is read. MLflow parses
 the whole JSON body before the model sees it, and a 100 MB body costs GBs of memory however
 the model checks its input. Binds 127.0.0.1 unless told otherwise (no authentication).
+
+``--runtime onnx`` serves the registered version's ONNX twin instead (the logged model its tag
+``psr.onnx_model_uri`` names, ``pipeline/onnx_pyfunc.py``): same requests, same answers, on
+onnxruntime.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from typing import Any
 
 DEFAULT_MODEL = "models:/psr-fer@champion"
 DEFAULT_MAX_BODY_MB = 16.0
+RUNTIMES = ("torch", "onnx")
 
 Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
@@ -65,8 +70,8 @@ class BodyLimit:
 
     async def _refuse(self, send: Send) -> None:
         message = (
-            f"request body over {self.max_bytes / 2**20:g} MB: send fewer or smaller face "
-            "crops per request (the server's --max-body-mb)"
+            f"request body over {self.max_bytes / 2**20:g} MB: send fewer or smaller photos "
+            "or face crops per request (the server's --max-body-mb)"
         )
         content = json.dumps({"error_code": "REQUEST_TOO_LARGE", "message": message}).encode()
         await send(
@@ -79,14 +84,41 @@ class BodyLimit:
         await send({"type": "http.response.body", "body": content})
 
 
-def create_app(model_uri: str, max_body_mb: float = DEFAULT_MAX_BODY_MB) -> Callable:
-    """MLflow's scoring app for ``model_uri`` behind :class:`BodyLimit`."""
+def onnx_model_uri(model_uri: str) -> str:
+    """The ONNX twin of a registered version (``models:/name@alias`` or ``models:/name/N``)."""
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+    from mlflow.store.artifact.utils.models import get_model_name_and_version
+
+    from pipeline.onnx_pyfunc import TAG_ONNX
+
+    client = MlflowClient()
+    found = get_model_name_and_version(client, model_uri)
+    if len(found) != 2:
+        raise MlflowException(f"--runtime onnx needs a registered version, got {model_uri}")
+    version = client.get_model_version(*found)
+    if TAG_ONNX not in version.tags:
+        raise MlflowException(
+            f"{found[0]} v{found[1]} has no ONNX twin (tag {TAG_ONNX}): it was registered "
+            "before the register stage logged one; run the pipeline again, or use --runtime torch"
+        )
+    return version.tags[TAG_ONNX]
+
+
+def create_app(
+    model_uri: str, max_body_mb: float = DEFAULT_MAX_BODY_MB, runtime: str = "torch"
+) -> Callable:
+    """MLflow's scoring app for ``model_uri`` (or its ONNX twin) behind :class:`BodyLimit`."""
     import mlflow
     from mlflow.pyfunc import scoring_server
 
     from pipeline import tracking
 
+    if runtime not in RUNTIMES:
+        raise ValueError(f"runtime {runtime!r}: choose one of {RUNTIMES}")
     mlflow.set_tracking_uri(tracking.tracking_uri())
+    if runtime == "onnx":
+        model_uri = onnx_model_uri(model_uri)
     app = scoring_server.init(mlflow.pyfunc.load_model(model_uri))
     return BodyLimit(app, int(max_body_mb * 2**20))
 
@@ -96,6 +128,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model-uri", default=DEFAULT_MODEL)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=5001)
+    parser.add_argument("--runtime", choices=RUNTIMES, default="torch")
     parser.add_argument("--max-body-mb", type=float, default=DEFAULT_MAX_BODY_MB)
     args = parser.parse_args(argv)
     if args.max_body_mb <= 0:
@@ -104,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
     from mlflow.exceptions import MlflowException
 
     try:
-        app = create_app(args.model_uri, args.max_body_mb)
+        app = create_app(args.model_uri, args.max_body_mb, args.runtime)
     except MlflowException as err:
         print(f"serve: error: cannot load {args.model_uri}: {err.message}", file=sys.stderr)
         return 2

@@ -6,8 +6,13 @@
    and register it as a new version of ``register.model_name``, tagged with its test metric,
    dataset, pipeline execution and source runs. The stage's run carries the same parameters
    and metrics: it is the version's source run, what the registry's version comparison shows.
+   Beside it, the ONNX export as an onnxruntime pyfunc (``pipeline/onnx_pyfunc.py``, logged
+   model ``model-onnx``, no torch needed to serve it), named by the version's tag
+   ``psr.onnx_model_uri``: the version and its aliases serve either runtime. Both MLmodel files
+   say what the model was trained on (``metadata``: dataset, synthetic or not).
 2. Load the new version back from the registry and check that its predictions on a sample of
-   test images equal the checkpoint's. A version that fails is deleted; no alias moves.
+   test images equal the checkpoint's, and the ONNX twin's within ``onnx_tolerance``. A version
+   that fails is deleted; no alias moves.
 3. Move aliases as one transaction: ``challenger`` -> new version; when the new version beats
    the champion on ``register.metric`` (same dataset only), ``previous`` -> old champion and
    ``champion`` -> new version. Any error restores every alias as it was; a kill midway is
@@ -30,6 +35,7 @@ import contextlib
 import json
 import logging
 import sys
+import tempfile
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -41,10 +47,11 @@ from mlflow import MlflowClient
 from mlflow.entities import Run
 from mlflow.exceptions import MlflowException
 
-from pipeline import identity, pyfunc, tracking
+from pipeline import identity, onnx_pyfunc, pyfunc, tracking
 from pipeline.params import Params, RegisterParams
 from pipeline.paths import CHECKPOINT, EVALUATE_METRICS, REGISTRY_FILE
 from pipeline.stages.common import stage_main
+from psr import serving
 from psr.faults import failpoint
 from psr.fileio import read_json, write_json
 
@@ -52,6 +59,9 @@ STAGE = "register"
 #: Stages whose MLflow runs a registered version points back to.
 SOURCE_STAGES = ("train", "evaluate")
 PYFUNC_FILE = Path(pyfunc.__file__)
+ONNX_PYFUNC_FILE = Path(onnx_pyfunc.__file__)
+TAG_ONNX = onnx_pyfunc.TAG_ONNX
+METADATA_DATASET, METADATA_SYNTHETIC = serving.DATASET_METADATA, serving.SYNTHETIC_METADATA
 CHAMPION, CHALLENGER, PREVIOUS = "champion", "challenger", "previous"
 ALIASES = (CHAMPION, CHALLENGER, PREVIOUS)
 TAG_METRIC = "psr.metric"
@@ -191,47 +201,91 @@ def log_pyfunc(
     *,
     params: Mapping[str, str] | None = None,
     tags: Mapping[str, str] | None = None,
+    metadata: Mapping[str, Any] | None = None,
 ) -> mlflow.models.model.ModelInfo:
     """Log the checkpoint as a pyfunc model in the active run (name ``model``), with
-    ``params`` and ``tags`` on the logged model."""
-    from mlflow.models import ModelSignature
-    from mlflow.types.schema import ColSpec, Schema
-
+    ``params`` and ``tags`` on the logged model and ``metadata`` in its MLmodel file."""
     from psr.inference import Predictor
 
     predictor = Predictor.from_checkpoint(checkpoint, detect=False)
-    signature = ModelSignature(
-        # no input schema: MLflow would cast requests to it (see pipeline/pyfunc.py)
-        inputs=None,
-        outputs=Schema([ColSpec("double", name) for name in predictor.class_names]),
-    )
     return mlflow.pyfunc.log_model(
         name="model",
         python_model=str(PYFUNC_FILE),
         artifacts={pyfunc.CHECKPOINT_ARTIFACT: str(checkpoint)},
         code_paths=[str(Path(__import__("psr").__file__).parent)],
-        signature=signature,
+        signature=_signature(predictor.class_names),
         input_example=example[:2],
-        pip_requirements=_requirements(),
+        pip_requirements=_requirements(TORCH_PACKAGES),
         params=dict(params or {}),
         tags=dict(tags or {}),
+        metadata=dict(metadata or {}),
     )
 
 
-def _requirements() -> list[str]:
-    """Pinned versions of what the pyfunc imports (so a served environment matches)."""
+def log_onnx_pyfunc(
+    checkpoint: Path,
+    example: np.ndarray,
+    workdir: Path,
+    *,
+    params: Mapping[str, str] | None = None,
+    tags: Mapping[str, str] | None = None,
+    metadata: Mapping[str, Any] | None = None,
+) -> mlflow.models.model.ModelInfo:
+    """Export the checkpoint to ONNX (``workdir/model.onnx``) and log it as the onnxruntime
+    pyfunc (``pipeline/onnx_pyfunc.py``, name ``model-onnx``): no torch in its requirements."""
+    from psr.data.transforms import IMAGENET_MEAN, IMAGENET_STD
+    from psr.export import export_onnx
+    from psr.models import load_model
+
+    _, info = load_model(checkpoint, map_location="cpu")
+    onnx_file = export_onnx(checkpoint, workdir / "model.onnx")
+    config = {
+        "class_names": list(info["class_names"]),
+        "image_size": int(info["image_size"]),
+        "mean": list(IMAGENET_MEAN),
+        "std": list(IMAGENET_STD),
+        "grayscale": (info.get("extra") or {}).get("channels") == 1,
+    }
+    preprocessing = workdir / "preprocessing.json"
+    preprocessing.write_text(json.dumps(config, indent=2) + "\n")
+    return mlflow.pyfunc.log_model(
+        name="model-onnx",
+        python_model=str(ONNX_PYFUNC_FILE),
+        artifacts={
+            onnx_pyfunc.ONNX_ARTIFACT: str(onnx_file),
+            onnx_pyfunc.PREPROCESSING_ARTIFACT: str(preprocessing),
+        },
+        code_paths=[str(Path(__import__("psr").__file__).parent)],
+        signature=_signature(config["class_names"]),
+        input_example=example[:2],
+        pip_requirements=_requirements(ONNX_PACKAGES),
+        params=dict(params or {}),
+        tags=dict(tags or {}),
+        metadata=dict(metadata or {}),
+    )
+
+
+def _signature(class_names) -> Any:
+    from mlflow.models import ModelSignature
+    from mlflow.types.schema import ColSpec, Schema
+
+    # no input schema: MLflow would cast requests to it (see pipeline/pyfunc.py); the outputs
+    # are those of a face-crop request (a photo request answers faces per photo)
+    return ModelSignature(
+        inputs=None, outputs=Schema([ColSpec("double", name) for name in class_names])
+    )
+
+
+#: What each pyfunc imports (``psr.serving``, ``psr.detect`` and the model's own imports).
+SERVING_PACKAGES = ("mlflow", "numpy", "pandas", "pillow", "opencv-python-headless")
+TORCH_PACKAGES = (*SERVING_PACKAGES, "torch", "torchvision", "pydantic", "albumentations")
+ONNX_PACKAGES = (*SERVING_PACKAGES, "onnxruntime")
+
+
+def _requirements(packages: tuple[str, ...]) -> list[str]:
+    """Pinned versions of ``packages`` (so a served environment matches)."""
     from importlib.metadata import version
 
-    packages = [
-        "mlflow",
-        "torch",
-        "torchvision",
-        "numpy",
-        "pandas",
-        "pydantic",
-        "albumentations",
-        "opencv-python-headless",
-    ]
     return [f"{p}=={version(p)}" for p in packages]
 
 
@@ -268,6 +322,7 @@ def register(
     *,
     source_runs: Mapping[str, Run] | None = None,
     tolerance: float = 1e-5,
+    onnx_tolerance: float = 1e-4,
     baseline: float | None = None,
 ) -> dict[str, Any]:
     """Log, register, verify and gate one model (``baseline``: the majority-class baseline of
@@ -279,19 +334,26 @@ def register(
     images = sample_images(params)
     runs = source_runs or {}
     execution = identity.execution_tags()
-    info = log_pyfunc(
-        checkpoint,
-        images,
-        params=tracking.copy_params(*(runs.get(stage) for stage in SOURCE_STAGES)),
-        tags={tracking.TAG_DATASET: params.dataset_name, **execution},
-    )
+    logged = {
+        "params": tracking.copy_params(*(runs.get(stage) for stage in SOURCE_STAGES)),
+        "tags": {tracking.TAG_DATASET: params.dataset_name, **execution},
+        "metadata": {
+            METADATA_DATASET: params.dataset_name,
+            METADATA_SYNTHETIC: params.download.synthetic,
+        },
+    }
+    info = log_pyfunc(checkpoint, images, **logged)
+    with tempfile.TemporaryDirectory(prefix="psr-onnx-") as workdir:
+        onnx_info = log_onnx_pyfunc(checkpoint, images, Path(workdir), **logged)
     evaluated = runs.get("evaluate")
     metrics = {**(evaluated.data.metrics if evaluated else {}), cfg.metric: metric_value}
     mlflow.log_metrics(metrics, model_id=info.model_id)  # on the logged model and this run
+    mlflow.log_metrics(metrics, model_id=onnx_info.model_id)
     tags = {
         f"{TAG_METRIC}.{cfg.metric}": str(metric_value),
         tracking.TAG_DATASET: params.dataset_name,
         TAG_VALIDATION: "pending",
+        TAG_ONNX: onnx_info.model_uri,
         **tracking.process_tag(),  # whose pending version it is
         **execution,
         **{f"psr.run.{stage}": run.info.run_id for stage, run in runs.items()},
@@ -305,6 +367,12 @@ def register(
         if difference > tolerance:
             raise ValueError(
                 f"{uri}: predictions differ from {checkpoint} by {difference:.3g} (> {tolerance})"
+            )
+        onnx_difference = verify(onnx_info.model_uri, checkpoint, images)
+        if onnx_difference > onnx_tolerance:
+            raise ValueError(
+                f"{onnx_info.model_uri} (ONNX of {uri}): predictions differ from {checkpoint} "
+                f"by {onnx_difference:.3g} (> {onnx_tolerance})"
             )
     except BaseException:
         client.delete_model_version(cfg.model_name, number)
@@ -346,6 +414,8 @@ def register(
         },
         "decision": "promoted" if decision.promote else "kept champion",
         "verified_max_abs_diff": difference,
+        "onnx_model_uri": onnx_info.model_uri,
+        "onnx_verified_max_abs_diff": onnx_difference,
         "recovered": recovered,
         "tracking_uri": mlflow.get_tracking_uri(),
     }

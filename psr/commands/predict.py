@@ -63,6 +63,42 @@ def annotated_path(out_dir: Path, source: str, frame: int | None, roots: list[Pa
     return out_dir / relative
 
 
+SYNTHETIC_WARNING = (
+    "warning: {model} was trained on the project's synthetic cartoon faces (dataset {dataset!r}, "
+    "the embedded default), not on photos of people: on a real photo its expressions mean "
+    "little (a smiling person can come out as anger). For real photos train on FER+, RAF-DB or "
+    "AffectNet: configs/ferplus.yaml, configs/rafdb.yaml, configs/affectnet8.yaml (README, "
+    '"The paper\'s recipes").'
+)
+
+
+def training_data_warning(model_uri: str, tracking_uri: str | None = None) -> str | None:
+    """The warning for a logged model whose MLmodel says it was trained on the synthetic data
+    (``metadata``, written by the register stage); None otherwise."""
+    import tempfile
+
+    import mlflow.artifacts
+    from mlflow.models import Model
+
+    from psr.inference import registered_location, tracking_uri_for
+    from psr.serving import DATASET_METADATA, SYNTHETIC_METADATA
+
+    store = tracking_uri_for(model_uri, tracking_uri)
+    location = (
+        registered_location(model_uri, store) if model_uri.startswith("models:") else model_uri
+    )
+    if location.endswith(".pt"):  # a bare checkpoint records no dataset
+        return None
+    with tempfile.TemporaryDirectory(prefix="psr-mlmodel-") as tmp:
+        local = mlflow.artifacts.download_artifacts(
+            artifact_uri=f"{location.rstrip('/')}/MLmodel", dst_path=tmp, tracking_uri=store
+        )
+        metadata = Model.load(local).metadata or {}
+    if not metadata.get(SYNTHETIC_METADATA):
+        return None
+    return SYNTHETIC_WARNING.format(model=model_uri, dataset=metadata.get(DATASET_METADATA, "?"))
+
+
 def _print_table(records: list) -> None:
     print(f"{'file':<40} {'frame':>6} {'box (x,y,w,h)':<22} {'expression':<12} {'prob':>6}")
     for r in records:
@@ -77,6 +113,7 @@ def _print_table(records: list) -> None:
 
 def run(args: argparse.Namespace) -> int:
     import json
+    import sys
     from dataclasses import asdict
 
     import cv2
@@ -104,6 +141,7 @@ def run(args: argparse.Namespace) -> int:
         predictor = Predictor.from_checkpoint(args.checkpoint, **options)
     else:
         predictor = Predictor.from_uri(args.model_uri, tracking_uri=args.tracking_uri, **options)
+    warning = args.model_uri and training_data_warning(args.model_uri, args.tracking_uri)
     roots = [Path(p) for p in args.paths]
     out_dir = Path(args.annotate) if args.annotate else None
     records = []
@@ -132,4 +170,6 @@ def run(args: argparse.Namespace) -> int:
     no_face = sum(r.status == "no_face" for r in records)
     errors = sum(r.status == "error" for r in records)
     print(f"{faces} face(s); {no_face} frame(s) without a face; {errors} unreadable input(s)")
+    if warning:  # last, where it is read
+        print(warning, file=sys.stderr)
     return 1 if errors == len(records) else 0

@@ -278,9 +278,11 @@ def test_registered_version_is_champion(pipeline_repo: PipelineRepo):
         "challenger": registry["version"],
     }
     assert registry["verified_max_abs_diff"] <= 1e-5
+    assert registry["onnx_verified_max_abs_diff"] <= 1e-4
     version = client(pipeline_repo).get_model_version_by_alias("psr-fer", "champion")
     assert str(version.version) == registry["version"]
     assert version.tags["psr.validation"] == "passed"
+    assert version.tags["psr.onnx_model_uri"] == registry["onnx_model_uri"]
 
 
 def test_evaluation_report_has_provenance_intervals_baselines_and_face_sizes(

@@ -136,6 +136,9 @@ def test_register_killed_mid_alias_move_or_before_validation_is_finished_next_ru
         assert sorted(int(v.version) for v in versions) == [1, 3]
         assert model.aliases == {"champion": 1, "challenger": 3}
         assert document["version"] == "3" and load_params().registry.model_name == "psr-faults"
+        tags = client.get_model_version("psr-faults", "3").tags  # its ONNX twin, checked
+        assert tags["psr.onnx_model_uri"] == document["onnx_model_uri"]
+        assert document["onnx_verified_max_abs_diff"] <= 1e-4
     finally:
         params.write_text(original)
 

@@ -7,6 +7,7 @@ import pytest
 from pipeline.params import RegisterParams
 from pipeline.pyfunc import BadInput, as_images
 from pipeline.stages.register import decide
+from psr.serving import decode_photos
 
 
 def test_first_version_becomes_champion():
@@ -73,7 +74,11 @@ def test_pyfunc_inputs():
         (np.array([[[[1, 2, 3]]]], dtype=object), "got object values"),
         ([np.zeros((2, 2, 3)).tolist(), np.zeros((3, 3, 3)).tolist()], "different sizes"),
         (np.zeros((65, 512, 512, 1), dtype=np.uint8), "exceed 16777216 pixels per request"),
-        (pd.DataFrame({"a": [1]}), "got a table"),
     ):
         with pytest.raises(BadInput, match=message):
             as_images(bad)
+    # a table is a photo request: it must have the base64 "image" column
+    with pytest.raises(BadInput, match=r"no 'image' column \(got \['a'\]\); expected"):
+        decode_photos(pd.DataFrame({"a": [1]}))
+    with pytest.raises(BadInput, match=r"no 'image' field \(got \['a'\]\)"):
+        decode_photos({"a": np.array(["x"])})
