@@ -65,7 +65,7 @@ class ONNXModel(mlflow.pyfunc.PythonModel):
         )
         self.input_name = self.session.get_inputs()[0].name
         self.batch_size = int(config.get("batch_size", 32))
-        self.detector = create_detector("haar")
+        self.detector = create_detector("auto")
 
     def probabilities(self, crops) -> np.ndarray:
         rows = [
@@ -80,7 +80,8 @@ class ONNXModel(mlflow.pyfunc.PythonModel):
     def predict(self, context, model_input, params=None):
         from psr.serving import score
 
-        return score(model_input, self.probabilities, self.class_names, self.detector)
+        size = self.preprocess.size
+        return score(model_input, self.probabilities, self.class_names, self.detector, size)
 
 
 mlflow.models.set_model(ONNXModel())

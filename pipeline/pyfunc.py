@@ -8,8 +8,8 @@ by ``psr.inference.Predictor``. Two kinds of request (``psr/serving.py`` is the 
   4 RGBA; at most ``MAX_PIXELS`` pixels in all): a DataFrame of class probabilities, one column
   per class name, in the model's class order;
 - photos ``{"dataframe_records": [{"image": "<base64 JPEG/PNG>"}, ...]}``: per photo, the faces
-  the Haar detector finds, each with ``box`` [x, y, w, h], ``landmarks``, ``expression`` and
-  ``probabilities``.
+  the default detector finds (MTCNN; Haar without its files), each with ``box`` [x, y, w, h],
+  ``landmarks``, ``expression`` and ``probabilities``, aligned as ``psr predict`` aligns them.
 
 The logged signature declares the crop outputs only: MLflow casts a request to a declared input
 type before the model sees it (a cast to uint8 turns floats in 0..1 into a black image, and
@@ -40,14 +40,13 @@ class PSRModel(mlflow.pyfunc.PythonModel):
         self.predictor = Predictor.from_checkpoint(
             context.artifacts[CHECKPOINT_ARTIFACT], detect=False
         )
-        self.detector = create_detector("haar")
+        self.detector = create_detector("auto")
 
     # No type hints here: MLflow would derive (and enforce) a schema from them; the logged
     # signature (uint8 tensor in, one probability column per class out) is the contract.
     def predict(self, context, model_input, params=None):
-        return score(
-            model_input, self.predictor.probabilities, self.predictor.class_names, self.detector
-        )
+        p = self.predictor
+        return score(model_input, p.probabilities, p.class_names, self.detector, p.image_size)
 
 
 mlflow.models.set_model(PSRModel())

@@ -20,6 +20,8 @@ from collections.abc import Sequence
 import cv2
 import numpy as np
 
+from psr.detect import Box, crop_face
+
 #: ArcFace's five points in a 112 x 112 crop, LANDMARK_NAMES order (insightface
 #: ``python-package/insightface/utils/face_align.py``, ``arcface_dst``).
 TEMPLATE_SIZE = 112
@@ -82,6 +84,17 @@ def align_face(
     return cv2.warpAffine(
         image, matrix, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE
     )
+
+
+def face_input(
+    image: np.ndarray, box: Box, size: int, *, align: bool = True, margin: float = 0.2
+) -> np.ndarray:
+    """The classifier's input for one detected face: aligned onto the template (``size`` px)
+    when ``align`` is on and the detector gave landmarks, else the box with ``margin`` (resized
+    by the model's transform). Every caller that turns boxes into crops asks this function."""
+    if align and box.landmarks is not None:
+        return align_face(image, box.landmarks, size)
+    return crop_face(image, box, margin=margin)
 
 
 @functools.cache

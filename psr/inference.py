@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from psr.align import align_face
+from psr.align import face_input
 from psr.data.decode import read_image
 from psr.data.transforms import eval_transform
 from psr.detect import (
@@ -30,7 +30,6 @@ from psr.detect import (
     DetectorKind,
     FaceDetector,
     create_detector,
-    crop_face,
     to_rgb,
 )
 from psr.evaluate import predict_batch
@@ -274,9 +273,7 @@ class Predictor:
         return boxes, [self._crop(frame.image, b) for b in boxes]
 
     def _crop(self, image: np.ndarray, box: Box) -> np.ndarray:
-        if self.align and box.landmarks is not None:
-            return align_face(image, box.landmarks, self.image_size)
-        return crop_face(image, box, margin=self.margin)
+        return face_input(image, box, self.image_size, align=self.align, margin=self.margin)
 
     def predict_frames(self, frames: Iterable[Frame | FaceRecord]) -> Iterator[FrameResult]:
         """Detect, crop and classify, in input order; faces of consecutive frames share batches."""

@@ -153,16 +153,18 @@ def _decode(data: bytes, row: int) -> np.ndarray:
     return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
 
 
-def score(model_input, classify, class_names, detector):
+def score(model_input, classify, class_names, detector, image_size):
     """Answer a request with ``classify`` (face crops -> ``[N, K]`` probabilities): a DataFrame
-    for face crops, a list of ``{"faces": [...]}`` for photos. Both pyfuncs predict with it."""
+    for face crops, a list of ``{"faces": [...]}`` for photos (faces aligned to ``image_size``
+    when the detector gives landmarks, as ``psr predict`` does). Both pyfuncs predict with it."""
     import pandas as pd
     from mlflow.exceptions import MlflowException
     from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 
     try:
         if is_photo_request(model_input):
-            return describe_faces(decode_photos(model_input), detector, classify, class_names)
+            photos = decode_photos(model_input)
+            return describe_faces(photos, detector, classify, class_names, image_size)
         images = as_images(model_input)
     except BadInput as err:  # a 400 with the reason, not a 500 with a traceback
         raise MlflowException(str(err), error_code=INVALID_PARAMETER_VALUE) from None
@@ -175,19 +177,16 @@ def describe_faces(
     detector: Any,
     classify: Callable[[list[np.ndarray]], np.ndarray],
     class_names: Sequence[str],
-    *,
-    margin: float = 0.2,
+    image_size: int,
 ) -> list[dict[str, Any]]:
     """Per photo ``{"faces": [{"box", "landmarks", "expression", "probabilities"}, ...]}``:
     ``box`` is ``[x, y, w, h]`` in the photo's pixels, ``landmarks`` the detector's points
     ``[[x, y], ...]`` (null when it gives none). All crops are classified in one call."""
-    from psr.detect import crop_face
+    from psr.align import face_input
 
     found = [detector.detect(photo) for photo in photos]
     crops = [
-        crop_face(p, b, margin=margin)
-        for p, boxes in zip(photos, found, strict=True)
-        for b in boxes
+        face_input(p, b, image_size) for p, boxes in zip(photos, found, strict=True) for b in boxes
     ]
     probs = iter(classify(crops) if crops else [])
     answers = []

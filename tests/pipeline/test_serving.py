@@ -35,7 +35,6 @@ from pipeline.stages.register import (
 from psr import serving
 from psr.cli import main
 from psr.data.synthetic.frontal import frontal_face
-from psr.detect import HaarDetector, crop_face
 from psr.inference import Predictor
 from psr.models import create_model, save_model
 
@@ -46,7 +45,7 @@ REGISTERED = "psr-serving-test"
 
 
 def photo(face_size: int = 120, xy=(200, 100)) -> np.ndarray:
-    """RGB photo 480 x 360 with one drawn frontal face (the Haar detector finds it)."""
+    """RGB photo 480 x 360 with one drawn frontal face (MTCNN and Haar find it)."""
     canvas = np.full((360, 480, 3), (110, 140, 170), np.uint8)
     x, y = xy
     canvas[y : y + face_size, x : x + face_size] = frontal_face(face_size)[:, :, None]
@@ -104,8 +103,8 @@ def test_a_photo_request_answers_its_faces(store):
     request = pd.concat([request, pd.DataFrame({"image": [encoded(images[2], ".jpg")]})])
     answers = store["torch"].predict(request)
     assert [len(a["faces"]) for a in answers] == [1, 0, 1]  # the blank photo has none
-    predictor = Predictor.from_checkpoint(store["checkpoint"], detect=False)
-    detector = HaarDetector()
+    # Served faces are psr predict's faces: the same detector, alignment and probabilities.
+    predictor = Predictor.from_checkpoint(store["checkpoint"])
     for index in (0, 2):
         decoded = cv2.cvtColor(
             cv2.imdecode(
@@ -114,16 +113,16 @@ def test_a_photo_request_answers_its_faces(store):
             ),
             cv2.COLOR_BGR2RGB,
         )
-        (box,) = detector.detect(decoded)
+        (record,) = predictor.predict_arrays([decoded])
         (face,) = answers[index]["faces"]
-        assert face["box"] == list(box.as_tuple())
-        assert face["landmarks"] is None  # the Haar detector gives none
-        expected = predictor.probabilities([crop_face(decoded, box)])[0]
+        assert face["box"] == list(record.box)
+        assert face["landmarks"] is not None and len(face["landmarks"]) == 5  # MTCNN's
         got = [face["probabilities"][name] for name in NAMES]
-        np.testing.assert_allclose(got, expected, atol=1e-6)
-        assert face["expression"] == NAMES[int(np.argmax(expected))]
-    x, y, w, h = answers[0]["faces"][0]["box"]  # around the drawn face at (200, 100, 120)
-    assert abs(x - 200) < 20 and abs(y - 100) < 20 and 90 < w < 150 and 90 < h < 150
+        np.testing.assert_allclose(got, [record.probabilities[n] for n in NAMES], atol=1e-6)
+        assert face["expression"] == record.expression
+    # On the drawn face at (200, 100), 120 px (MTCNN's box runs from the brows to the chin).
+    x, y, w, h = answers[0]["faces"][0]["box"]
+    assert 200 <= x < 240 and 100 <= y < 140 and 60 < w <= 120 and 60 < h <= 120
 
 
 def test_the_onnx_twin_answers_like_the_pytorch_model(store):
