@@ -6,10 +6,11 @@ deployments (``prefect.yaml``), run in the clone.
    project itself is not installed: the flow run imports the clone's code from its working
    directory (Prefect puts it first on ``sys.path``), so runs of different commits on one worker
    never share one installed copy.
-2. ``dvc pull`` from the default DVC remote brings the outputs the commit's ``dvc.lock`` records;
-   the stages then find them up to date. With no default remote nothing is pulled (the embedded
-   default computes every output itself) and the step says so. A remote that fails is an error:
-   the run would otherwise recompute hours of GPU stages.
+2. ``dvc pull`` from the default DVC remote brings the outputs of the stages the commit's
+   ``dvc.lock`` files record (the stages then find them up to date; the others have never run and
+   compute theirs). With no default remote nothing is pulled (the embedded default computes every
+   output itself) and the step says so. A recorded output the remote lacks, or a remote that
+   fails, is an error: the run would otherwise recompute hours of GPU stages.
 
     python -m pipeline.team prepare      # in the clone (the pull step's command)
 """
@@ -83,16 +84,41 @@ def default_remote(root: Path) -> str | None:
         return repo.config["core"].get("remote")
 
 
+def locked_stages(root: Path) -> list[str]:
+    """The stages the commit's ``dvc.lock`` files record, as ``dvc pull`` targets."""
+    import yaml
+
+    listed = subprocess.run(
+        ["git", "ls-files", "--", "dvc.lock", "*/dvc.lock"],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+    targets = []
+    for name in listed:
+        lock = yaml.safe_load((root / name).read_text(encoding="utf-8")) or {}
+        folder = str(Path(name).parent)
+        prefix = "" if folder == "." else f"{folder}/dvc.yaml:"
+        targets += [f"{prefix}{stage}" for stage in lock.get("stages", {})]
+    return targets
+
+
 def pull(root: Path) -> bool:
-    """``dvc pull`` from the default remote (its name is printed, never its URL or
-    credentials); False when there is none."""
+    """``dvc pull`` of :func:`locked_stages` from the default remote (its name is printed, never
+    its URL or credentials); False when there is none or nothing to pull."""
     remote = default_remote(root)
     if remote is None:
         print(NO_REMOTE, flush=True)
         return False
-    print(f"psr: dvc pull from the default DVC remote {remote!r}", flush=True)
+    targets = locked_stages(root)
+    if not targets:
+        print("psr: no dvc.lock in this commit: nothing to pull", flush=True)
+        return False
+    print(f"psr: dvc pull from the default DVC remote {remote!r}: {' '.join(targets)}", flush=True)
     dvc = Path(sys.executable).with_name("dvc")
-    done = subprocess.run([str(dvc) if dvc.exists() else "dvc", "pull"], cwd=root)
+    command = [str(dvc) if dvc.exists() else "dvc", "pull", *targets]
+    done = subprocess.run(command, cwd=root)
     if done.returncode != 0:
         raise RuntimeError(
             f"dvc pull from remote {remote!r} failed (status {done.returncode}): is the remote "

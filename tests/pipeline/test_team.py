@@ -6,9 +6,7 @@ step's pieces alone."""
 from __future__ import annotations
 
 import json
-import signal
 import subprocess
-from pathlib import Path
 
 import pytest
 import requests
@@ -26,7 +24,7 @@ def test_requirements_met_here_and_unmet_ones_named(tmp_path):
     assert team.unmet(team.requirements(REPO / "pyproject.toml")) == []
     (tmp_path / "pyproject.toml").write_text(
         '[project]\nname = "x"\ndependencies = ["pyyaml>=6", "pyyaml<1", "no-such-dist-psr==1",'
-        ' "pyyaml<1; python_version < \'3\'"]\n'
+        " \"pyyaml<1; python_version < '3'\"]\n"
     )
     missing = team.unmet(team.requirements(tmp_path / "pyproject.toml"))
     assert [str(r) for r in missing] == ["pyyaml<1", "no-such-dist-psr==1"]
@@ -62,6 +60,15 @@ def test_a_failing_remote_is_an_error_naming_it(tmp_path):
     run([DVC, "remote", "add", "-d", "store", str(tmp_path / "absent")], tmp_path)
     (tmp_path / "a.txt").unlink()
     run([DVC, "cache", "dir", str(tmp_path / "empty-cache")], tmp_path)  # nothing local
+    assert team.pull(tmp_path) is False  # no dvc.lock: nothing to pull
+    (tmp_path / "dvc.yaml").write_text(
+        "stages:\n  a:\n    cmd: python -c \"open('b.txt', 'w').write('b')\"\n    outs: [b.txt]\n"
+    )
+    run([DVC, "repro", "-q"], tmp_path)
+    run(["git", "add", "dvc.lock"], tmp_path)
+    (tmp_path / "b.txt").unlink()
+    run([DVC, "cache", "dir", str(tmp_path / "another-empty-cache")], tmp_path)
+    assert team.locked_stages(tmp_path) == ["a"]
     with pytest.raises(RuntimeError, match="dvc pull from remote 'store' failed"):
         team.pull(tmp_path)
 
@@ -89,7 +96,8 @@ def test_prefect_yaml_team_and_docker_deployments():
     assert [d["entrypoint"].split(":")[1] for d in by_name["local"]] == [
         "psr_pipeline", "psr_tune", "psr_ablate"
     ]  # fmt: skip
-    assert all("pull" not in d and d["work_pool"]["name"] == "psr-process" for d in by_name["local"])
+    for deployment in by_name["local"]:  # as before: this checkout, the process pool
+        assert "pull" not in deployment and deployment["work_pool"]["name"] == "psr-process"
     for deployment in by_name["team"] + by_name["docker"]:
         clone = deployment["pull"][1]["prefect.deployments.steps.git_clone"]
         assert clone["commit_sha"] == "{{ pin.stdout }}"
@@ -123,7 +131,7 @@ def test_a_worker_in_an_empty_folder_runs_the_deployed_commit(tmp_path):
     run([DVC, "remote", "add", "-f", "-d", "team", str(remote)], origin)
     run([DVC, "repro", "--single-item", "validate"], origin, timeout=300)
     run([DVC, "push", "-q"], origin)
-    run(["git", "add", ".dvc/config", "dvc.lock", ".gitignore", "reports/.gitignore"], origin)
+    run(["git", "add", ".dvc/config", "dvc.lock"], origin)
     run(["git", "commit", "-q", "-m", "validate, pushed"], origin)
     pinned = run(["git", "rev-parse", "HEAD"], origin).stdout.strip()
 
@@ -136,18 +144,22 @@ def test_a_worker_in_an_empty_folder_runs_the_deployed_commit(tmp_path):
         run([PREFECT, "variable", "set", "psr_git_url", origin.as_uri()], tmp_path, **env)
         run([PREFECT, "work-pool", "create", "psr-team", "--type", "process"], tmp_path, **env)
         run([PREFECT, "--no-prompt", "deploy", "--name", "team"], origin, timeout=300, **env)
+        # the docker example registers on a docker pool (no Docker needed until a worker runs)
+        run([PREFECT, "work-pool", "create", "psr-docker", "--type", "docker"], tmp_path, **env)
+        run([PREFECT, "--no-prompt", "deploy", "--name", "docker"], origin, timeout=300, **env)
+        deployed = requests.post(f"{api}/deployments/filter", json={}, timeout=30).json()
         # the tip moves on: a worker that cloned it would rerun validate
         set_params(origin / "params.yaml", ["download.synth.train=97"])
         run(["git", "commit", "-q", "-am", "more faces"], origin)
         assert run(["git", "rev-parse", "HEAD"], origin).stdout.strip() != pinned
 
-        folder, runs = tmp_path / "worker", tmp_path / "runs"
-        folder.mkdir()
-        runs.mkdir()
+        folder, runs, unset_runs = tmp_path / "worker", tmp_path / "runs", tmp_path / "unset"
+        for made in (folder, runs, unset_runs):
+            made.mkdir()
         worker_log = tmp_path / "worker.log"
         worker_env = {**env, "PREFECT_HOME": str(folder / ".prefect"), "PYTHONPATH": ""}
         worker_cmd = [PREFECT, "worker", "start", "--pool", "psr-team", "--type", "process"]
-        with background(worker_cmd, folder, worker_log, **worker_env) as worker:
+        with background(worker_cmd, folder, worker_log, **worker_env):  # stopped on exit
             trigger = [PREFECT, "deployment", "run", "psr-pipeline/team", "--watch"]
             ran = subprocess.run(
                 [*trigger, "-p", 'stages=["validate"]', "-jv", f"working_dir={runs}"],
@@ -159,15 +171,13 @@ def test_a_worker_in_an_empty_folder_runs_the_deployed_commit(tmp_path):
             )
             run([PREFECT, "variable", "unset", "psr_git_url"], tmp_path, **env)
             unset = subprocess.run(
-                [*trigger, "-jv", f"working_dir={tmp_path / 'unset'}"],
+                [*trigger, "-jv", f"working_dir={unset_runs}"],
                 cwd=tmp_path,
                 env=clean_env(**env),
                 capture_output=True,
                 text=True,
                 timeout=300,
             )
-            worker.send_signal(signal.SIGTERM)
-            worker.wait(timeout=60)
         logged = worker_log.read_text()
         completed, failed = (_flow_run(api, r.stdout.split("'")[1]) for r in (ran, unset))
         run_logs, unset_logs = _logs(api, completed["id"]), _logs(api, failed["id"])
@@ -177,14 +187,24 @@ def test_a_worker_in_an_empty_folder_runs_the_deployed_commit(tmp_path):
     assert run(["git", "rev-parse", "HEAD"], clone).stdout.strip() == pinned
     # dvc pull brought validate's outputs: the stage found them up to date
     assert "psr: this Python has every requirement" in logged
-    assert "psr: dvc pull from the default DVC remote 'team'" in logged
+    assert "psr: dvc pull from the default DVC remote 'team': validate" in logged
     assert "Stage 'validate' didn't change, skipping" in run_logs, run_logs[-4000:]
     resolved = json.loads((clone / "reports/validate/params.json").read_text())
     assert resolved["download"]["synth"]["train"] == 3000  # the pinned commit's params
     assert sorted(p.name for p in folder.iterdir()) == [".prefect"]  # no checkout there
+    by_name = {(d["name"], d["work_pool_name"]) for d in deployed}
+    assert by_name == {("team", "psr-team"), ("docker", "psr-docker")}
+    assert len(deployed) == 4  # psr-pipeline, psr-tune, psr-ablate /team; psr-pipeline/docker
+    for deployment in deployed:
+        clone = deployment["pull_steps"][1]["prefect.deployments.steps.git_clone"]
+        assert clone["commit_sha"] == pinned  # pinned at deploy time
+        assert clone["repository"] == "{{ prefect.variables.psr_git_url }}"  # read on the worker
+    (docker,) = (d for d in deployed if d["name"] == "docker")
+    (gpus,) = docker["job_variables"]["container_create_kwargs"]["device_requests"]
+    assert gpus == {"driver": "nvidia", "count": -1, "capabilities": [["gpu"]]}
     gpu = next(limit for limit in limits if limit["name"] == flows.GPU_LIMIT)
     assert (gpu["limit"], gpu["active_slots"]) == (flows.GPU_SLOTS, 0)
     # no psr_git_url: the flow run fails before cloning, saying which variable to set
     assert failed["state"]["type"] in {"FAILED", "CRASHED"}
     assert "psr_git_url (the repository to clone) is not set" in unset_logs, unset_logs[-3000:]
-    assert not (tmp_path / "unset" / "psr-fer").exists()
+    assert list(unset_runs.iterdir()) == []
