@@ -6,12 +6,14 @@ step's pieces alone."""
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 
 import pytest
 import requests
 import yaml
 from dvc_repo import BIN, REPO, background, clean_env, copy_repository, free_port, run, wait_for
+from prefect.settings import PREFECT_API_URL, temporary_settings
 
 from pipeline import flows, team
 from pipeline.params import set_params
@@ -110,11 +112,11 @@ def test_prefect_yaml_team_and_docker_deployments():
     assert request["capabilities"] == [["gpu"]] and request["driver"] == "nvidia"
 
 
-def _flow_run(api: str, name: str) -> dict:
-    (found,) = requests.post(
-        f"{api}/flow_runs/filter", json={"flow_runs": {"name": {"any_": [name]}}}, timeout=30
-    ).json()
-    return found
+def _flow_run(api: str, triggered: subprocess.CompletedProcess) -> dict:
+    """The flow run `prefect deployment run` created (its output names its UUID)."""
+    found = re.search(r"UUID: ([0-9a-f-]{36})", triggered.stdout)
+    assert found, triggered.stdout + triggered.stderr
+    return requests.get(f"{api}/flow_runs/{found[1]}", timeout=30).json()
 
 
 def _logs(api: str, flow_run_id: str) -> str:
@@ -179,9 +181,11 @@ def test_a_worker_in_an_empty_folder_runs_the_deployed_commit(tmp_path):
                 timeout=300,
             )
         logged = worker_log.read_text()
-        completed, failed = (_flow_run(api, r.stdout.split("'")[1]) for r in (ran, unset))
-        run_logs, unset_logs = _logs(api, completed["id"]), _logs(api, failed["id"])
+        completed, failed = (_flow_run(api, r) for r in (ran, unset))
+        run_logs = _logs(api, completed["id"])
         limits = requests.post(f"{api}/v2/concurrency_limits/filter", json={}, timeout=30).json()
+        with temporary_settings({PREFECT_API_URL: api}), flows.gpu_slot():  # psr-tune's workers
+            held = requests.post(f"{api}/v2/concurrency_limits/filter", json={}, timeout=30)
     assert completed["state"]["type"] == "COMPLETED", (ran.stdout[-3000:], logged[-6000:])
     clone = runs / "psr-fer"
     assert run(["git", "rev-parse", "HEAD"], clone).stdout.strip() == pinned
@@ -204,7 +208,9 @@ def test_a_worker_in_an_empty_folder_runs_the_deployed_commit(tmp_path):
     assert gpus == {"driver": "nvidia", "count": -1, "capabilities": [["gpu"]]}
     gpu = next(limit for limit in limits if limit["name"] == flows.GPU_LIMIT)
     assert (gpu["limit"], gpu["active_slots"]) == (flows.GPU_SLOTS, 0)
-    # no psr_git_url: the flow run fails before cloning, saying which variable to set
+    held_gpu = next(limit for limit in held.json() if limit["name"] == flows.GPU_LIMIT)
+    assert held_gpu["active_slots"] == 1  # the same limit as the tagged tasks'
+    # no psr_git_url: the flow run fails before cloning; the worker's log says what to set
     assert failed["state"]["type"] in {"FAILED", "CRASHED"}
-    assert "psr_git_url (the repository to clone) is not set" in unset_logs, unset_logs[-3000:]
+    assert "psr_git_url (the repository to clone) is not set: prefect variable set" in logged
     assert list(unset_runs.iterdir()) == []
