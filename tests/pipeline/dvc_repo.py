@@ -1,5 +1,6 @@
-"""A throwaway copy of the repository with git and DVC, and a way to run the tools in it: the
-end-to-end tests' setup, shared by the tests that need the real DVC (loaded by conftest.py)."""
+"""A throwaway copy of the repository with git and DVC, a way to run the tools in it, and
+servers in the background on free loopback ports: the end-to-end tests' setup, shared by the
+tests that need the real DVC or a real server (loaded by conftest.py)."""
 
 from __future__ import annotations
 
