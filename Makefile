@@ -72,7 +72,7 @@ PREFECT_POOL ?= psr-process
 FLOW         ?= psr-pipeline/local
 FLOW_PARAMS  ?=
 
-.PHONY: serve prefect-server prefect-worker deploy flow-run screenshots
+.PHONY: serve prefect-server prefect-worker deploy deploy-team flow-run screenshots
 
 ## screenshots: the MLflow and Prefect pages of this workspace's run into docs/screenshots (after make run; needs chromium)
 screenshots: $(STAMP)
@@ -103,7 +103,12 @@ prefect-worker: $(STAMP)
 
 ## deploy: register the deployments of prefect.yaml (psr-pipeline, psr-tune, psr-ablate: /local)
 deploy: $(STAMP)
-	$(BIN)/prefect --no-prompt deploy --all
+	$(BIN)/prefect --no-prompt deploy --name local
+
+## deploy-team: the /team deployments at this checkout's HEAD (or PSR_GIT_COMMIT), for workers anywhere
+deploy-team: $(STAMP)
+	$(BIN)/prefect work-pool inspect psr-team >/dev/null 2>&1 || $(BIN)/prefect work-pool create psr-team --type process
+	$(BIN)/prefect --no-prompt deploy --name team
 
 ## flow-run: trigger a deployment and follow it, e.g. make flow-run FLOW_PARAMS='-p force=true'
 flow-run: $(STAMP)

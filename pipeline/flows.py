@@ -2,8 +2,8 @@
 
 - ``psr-pipeline``: the DVC stages in DAG order, one task each (``dvc repro --single-item
   <stage>``: DVC decides what is stale, so the tasks never use Prefect's cache), their output
-  streamed to the flow's log, ``download`` retried (it is the only one that touches the network).
-  Ends with a markdown artifact: the metrics table and the registry decision.
+  streamed to the flow's log. Ends with a markdown artifact: the metrics table and the registry
+  decision.
 - ``psr-ablate``: the paper's ablation (``ablation/dvc.yaml``): the data stages, one task per
   arm and seed (``dvc repro --single-item ablation/dvc.yaml:arm@<arm>-<seed>``), the report;
   ends with the results table as a markdown artifact.
@@ -13,13 +13,19 @@
 
 Every stage command runs under a timeout (:data:`TIMEOUT_S`, per run: the ``timeouts``
 parameter) and every flow under :data:`FLOW_TIMEOUT_S`; a flow that ends early stops the commands
-its tasks still run. The stages that compute on the accelerator (:data:`GPU_STAGES`, the ablation
-arms, psr-tune's workers together) hold a slot of the global concurrency limit ``gpu`` (created
-with 1 slot if missing: one GPU job at a time across flow runs; ``prefect gcl update gpu --limit
-2`` allows two). DVC's ``git add`` hint is printed once, at the end of a flow, not per stage.
+its tasks still run. A failed stage is retried (:data:`RETRIES`: ``download`` for the network,
+the GPU stages once for a lost device) unless it ran past its timeout: DVC reruns the stage
+from its inputs, and backbone, train and the ablation arms continue from their last checkpoint
+(``models/resume/``). The stages that compute on the accelerator (:data:`GPU_STAGES`, the
+ablation arms) are tagged ``gpu`` and psr-tune's workers together hold one slot of the same
+limit: Prefect's tag concurrency limit ``gpu``, created with 1 slot if missing (one GPU job at a
+time across the flow runs of every worker; ``prefect concurrency-limit create gpu 2`` allows
+two). DVC's ``git add`` hint is printed once, at the end of a flow, not per stage.
 
-Deployments: ``prefect.yaml`` (a ``process`` work pool); Prefect's settings: ``prefect.toml``; see
-the Makefile verbs ``prefect-server``, ``prefect-worker``, ``deploy`` and ``flow-run``.
+Deployments: ``prefect.yaml`` (``local``: a ``process`` pool on this checkout; ``team``: any
+worker clones the repository at the deployed commit, see :mod:`pipeline.team`); Prefect's
+settings: ``prefect.toml``; see the Makefile verbs ``prefect-server``, ``prefect-worker``,
+``deploy`` and ``flow-run``.
 """
 
 from __future__ import annotations
@@ -55,8 +61,6 @@ STAGES: tuple[str, ...] = (
     "register",
 )
 REPO = Path(__file__).resolve().parents[1]
-#: Stages whose failure may be transient (network): retried by Prefect.
-RETRIED = {"download": 2}
 HOUR = 3600
 #: Seconds a stage command may run before it is stopped: the paper's recipes on one GPU take
 #: hours (train, tune), a real dataset's prepare up to an hour. Ablation arms: ``train``'s.
@@ -75,10 +79,15 @@ TIMEOUT_S: dict[str, float] = {
 }
 #: Every flow's limit: a stuck run ends within a week whatever its stages' limits.
 FLOW_TIMEOUT_S = 7 * 24 * HOUR
-#: The stages that compute on the accelerator: one such job at a time (concurrency limit gpu).
+#: The stages that compute on the accelerator: one such job at a time (tag limit gpu).
 GPU_STAGES = frozenset({"sr_pretrain", "backbone", "tune", "train", "evaluate"})
-GPU_LIMIT = "gpu"
+GPU_TAG = "gpu"
+GPU_LIMIT = f"tag:{GPU_TAG}"  # the name Prefect stores a tag limit under (a global limit)
 GPU_SLOTS = 1  # the limit's size when a flow creates it
+#: Retries of a failed stage: the network (download) and a lost or reset device (GPU stages).
+#: A stage past its timeout is not retried (retry_after_failure).
+RETRIES = {"download": 2, "gpu": 1}
+RETRY_DELAY_S = [10, 60]  # the first retry, then every later one
 #: DVC's hint after a stage that changed dvc.lock: its first and last lines.
 GIT_HINT = ("To track the changes with git, run:", "dvc config core.autostage true")
 ARTIFACT_KEY = "psr-pipeline-report"
@@ -198,27 +207,22 @@ def stops_its_commands() -> Iterator[None]:
 
 
 def ensure_gpu_limit() -> None:
-    """Create the global concurrency limit ``gpu`` with :data:`GPU_SLOTS` slots if it does not
+    """Create the tag concurrency limit ``gpu`` with :data:`GPU_SLOTS` slots if it does not
     exist (an existing one keeps its size: the user's choice)."""
     from prefect.client.orchestration import get_client
-    from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
-    from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
+    from prefect.exceptions import ObjectNotFound
 
     with get_client(sync_client=True) as client:
         try:
-            client.read_global_concurrency_limit_by_name(GPU_LIMIT)
-        except ObjectNotFound:
-            limit = GlobalConcurrencyLimitCreate(name=GPU_LIMIT, limit=GPU_SLOTS)
-            with contextlib.suppress(ObjectAlreadyExists):  # another flow run was first
-                client.create_global_concurrency_limit(limit)
+            client.read_concurrency_limit_by_tag(GPU_TAG)
+        except ObjectNotFound:  # a second flow run creating it too sets the same size
+            client.create_concurrency_limit(tag=GPU_TAG, concurrency_limit=GPU_SLOTS)
 
 
 @contextlib.contextmanager
-def gpu_slot(needed: bool = True) -> Iterator[None]:
-    """Hold a slot of the ``gpu`` limit (waiting for one) while the block runs."""
-    if not needed:
-        yield
-        return
+def gpu_slot() -> Iterator[None]:
+    """Hold a slot of the ``gpu`` tag limit (waiting for one) while the block runs: several
+    untagged tasks that are one GPU job together (psr-tune's workers)."""
     from prefect.concurrency.sync import concurrency
 
     with concurrency(GPU_LIMIT, occupy=1, strict=True):
@@ -227,6 +231,24 @@ def gpu_slot(needed: bool = True) -> Iterator[None]:
 
 def uses_gpu(stage: str) -> bool:
     return stage in GPU_STAGES or stage.startswith(f"{ABLATION_DVC}:arm@")
+
+
+def retry_after_failure(task, task_run, state) -> bool:
+    """Prefect's retry condition: any failure but a timeout (a stuck stage stays stuck)."""
+    return not isinstance(state.data, TimeoutError)
+
+
+def stage_task(stage: str, **options: Any):
+    """:func:`run_stage` as ``stage`` runs: tagged ``gpu`` if it computes on the accelerator,
+    with its retries (:data:`RETRIES`); ``options`` as for ``Task.with_options``."""
+    gpu = uses_gpu(stage)
+    return run_stage.with_options(
+        tags={GPU_TAG} if gpu else set(),
+        retries=RETRIES.get("gpu" if gpu else stage, 0),
+        retry_delay_seconds=RETRY_DELAY_S,
+        retry_condition_fn=retry_after_failure,
+        **options,
+    )
 
 
 def timeout_for(stage: str, timeouts: dict[str, float] | None = None) -> float:
@@ -256,14 +278,13 @@ def log_git_hint(files: list[str]) -> None:
 def run_stage(
     stage: str, repo: str, force: bool = False, timeouts: dict[str, float] | None = None
 ) -> list[str]:
-    """``dvc repro --single-item <stage>``: runs the stage if DVC finds it stale (under its
-    timeout, holding a ``gpu`` slot if it computes on the accelerator); returns the files DVC
-    asks to ``git add``."""
+    """``dvc repro --single-item <stage>``: runs the stage if DVC finds it stale, under its
+    timeout; returns the files DVC asks to ``git add``. Submit it through :func:`stage_task`
+    (the ``gpu`` tag, retries)."""
     command = [_tool("dvc"), "repro", "--single-item", stage]
     if force:
         command.append("--force")
-    with gpu_slot(uses_gpu(stage)):
-        return stream(command, Path(repo), timeout_s=timeout_for(stage, timeouts))
+    return stream(command, Path(repo), timeout_s=timeout_for(stage, timeouts))
 
 
 def _read(path: Path) -> dict[str, Any]:
@@ -329,10 +350,8 @@ def psr_pipeline(
     previous, to_track = None, []
     with stops_its_commands():
         for stage in (s for s in STAGES if s in selected):  # DAG order whatever the input order
-            retries = RETRIED.get(stage, 0)
-            runner = run_stage.with_options(retries=retries, retry_delay_seconds=10)
             wait = [previous] if previous else None
-            future = runner.submit(stage, str(root), force, timeouts, wait_for=wait)
+            future = stage_task(stage).submit(stage, str(root), force, timeouts, wait_for=wait)
             to_track += future.result()  # a failed stage stops the flow
             previous = future
     log_git_hint(to_track)
@@ -376,14 +395,13 @@ def psr_ablate(
     to_track: list[str] = []
     with stops_its_commands():
         for stage in ABLATION_INPUTS:
-            runner = run_stage.with_options(retries=RETRIED.get(stage, 0))
-            to_track += runner.submit(stage, str(root), False, timeouts).result()
+            to_track += stage_task(stage).submit(stage, str(root), False, timeouts).result()
         for arm, seed in runs:
             name = f"{ABLATION_DVC}:arm@{arm}-{seed}"
-            runner = run_stage.with_options(task_run_name=ablation.run_name(arm, seed))
+            runner = stage_task(name, task_run_name=ablation.run_name(arm, seed))
             to_track += runner.submit(name, str(root), force, timeouts).result()
         report = f"{ABLATION_DVC}:report"
-        to_track += run_stage.submit(report, str(root), force, timeouts).result()
+        to_track += stage_task(report).submit(report, str(root), force, timeouts).result()
     log_git_hint(to_track)
     markdown = (root / RESULTS_FILE).read_text(encoding="utf-8")
     create_markdown_artifact(
@@ -430,7 +448,8 @@ def psr_tune(
 ) -> dict[str, Any]:
     """Fill the tune stage's study with ``workers`` parallel processes (budget: ``n_trials``,
     default ``tune.n_trials``), after bringing the tune stage's inputs up to date with DVC.
-    The workers together are one GPU job (one ``gpu`` slot) under the ``tune`` timeout."""
+    The workers together are one GPU job (one slot of the ``gpu`` tag limit; the workers are not
+    tagged) under the ``tune`` timeout."""
     import mlflow
     import optuna
 
@@ -445,8 +464,7 @@ def psr_tune(
     to_track: list[str] = []
     with stops_its_commands():
         for stage in STAGES[: STAGES.index("tune")]:
-            runner = run_stage.with_options(retries=RETRIED.get(stage, 0))
-            to_track += runner.submit(stage, str(root), False, timeouts).result()
+            to_track += stage_task(stage).submit(stage, str(root), False, timeouts).result()
     log_git_hint(to_track)
     with contextlib.chdir(root), stops_its_commands():
         params = load_params()

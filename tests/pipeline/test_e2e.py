@@ -11,18 +11,24 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pytest
 import requests
-from dvc_repo import BIN, clean_env, copy_repository, run  # tests/pipeline/dvc_repo.py
+from dvc_repo import (  # tests/pipeline/dvc_repo.py
+    BIN,
+    background,
+    clean_env,
+    copy_repository,
+    free_port,
+    run,
+    wait_for,
+)
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -70,12 +76,6 @@ STAGES = (
     "download", "prepare", "priors", "sr_pretrain", "backbone", "tune", "train", "evaluate",
     "register",
 )  # fmt: skip
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @dataclass
@@ -589,45 +589,6 @@ def test_alias_moves_are_all_or_nothing(pipeline_repo: PipelineRepo, monkeypatch
     assert current_aliases(mlflow_client, "psr-fer") == before
 
 
-@contextmanager
-def background(command: list[str], cwd: Path, log: Path, **env: str):
-    """A server process in its own process group, stopped (TERM, then KILL) on exit."""
-    with open(log, "w") as out:
-        process = subprocess.Popen(
-            command,
-            cwd=cwd,
-            env=clean_env(**env),
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    try:
-        yield process
-    finally:
-        for sig, wait in ((signal.SIGTERM, 20), (signal.SIGKILL, 10)):
-            if process.poll() is not None:
-                break
-            os.killpg(process.pid, sig)
-            try:
-                process.wait(timeout=wait)
-            except subprocess.TimeoutExpired:
-                continue
-
-
-def wait_for(url: str, process: subprocess.Popen, log: Path, timeout: float = 240) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            pytest.fail(f"server exited ({process.returncode}):\n{log.read_text()[-4000:]}")
-        try:
-            if requests.get(url, timeout=5).ok:
-                return
-        except requests.RequestException:
-            pass
-        time.sleep(1)
-    pytest.fail(f"{url} did not answer in {timeout} s:\n{log.read_text()[-4000:]}")
-
-
 def test_served_champion_answers_http(pipeline_repo: PipelineRepo, tmp_path, monkeypatch):
     import mlflow
 
@@ -827,7 +788,7 @@ def test_prefect_deployment_run_completes(pipeline_repo: PipelineRepo, tmp_path)
     with background(server_cmd, root, server_log, **env) as server:
         wait_for(f"{api}/health", server, server_log)
         run([prefect, "work-pool", "create", "psr-process", "--type", "process"], root, **env)
-        run([prefect, "--no-prompt", "deploy", "--all"], root, timeout=300, **env)
+        run([prefect, "--no-prompt", "deploy", "--name", "local"], root, timeout=300, **env)
         venv = BIN.parent  # the Makefile's verb, with this venv taken as installed
         worker_cmd = ["make", f"VENV={venv}", "-o", f"{venv}/.installed", "prefect-worker"]
         with background(worker_cmd, root, worker_log, **env) as worker:
@@ -894,8 +855,8 @@ def test_prefect_deployment_run_completes(pipeline_repo: PipelineRepo, tmp_path)
     assert "repro --single-item train (timeout 1 day, 0:00:00)" in logged
     for deployment in deployments:
         assert "timeouts" in deployment["parameter_openapi_schema"]["properties"]
-    # the flows created the gpu limit: one GPU job at a time
-    gpu = next(limit for limit in limits if limit["name"] == "gpu")
+    # the flows created the gpu tag limit: one GPU job at a time
+    gpu = next(limit for limit in limits if limit["name"] == "tag:gpu")
     assert (gpu["limit"], gpu["active_slots"]) == (1, 0)
 
 
