@@ -47,6 +47,7 @@ from pipeline.paths import CHECKPOINT, EVALUATE_METRICS, REGISTRY_FILE
 from pipeline.stages.common import stage_main
 from psr.faults import failpoint
 from psr.fileio import read_json, write_json
+from psr.uris import redact
 
 STAGE = "register"
 #: Stages whose MLflow runs a registered version points back to.
@@ -347,7 +348,7 @@ def register(
         "decision": "promoted" if decision.promote else "kept champion",
         "verified_max_abs_diff": difference,
         "recovered": recovered,
-        "tracking_uri": mlflow.get_tracking_uri(),
+        "tracking_uri": redact(mlflow.get_tracking_uri()),
     }
 
 
