@@ -11,17 +11,16 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pytest
 import requests
+import servers  # tests/pipeline/servers.py
 from dvc_repo import BIN, clean_env, copy_repository, run  # tests/pipeline/dvc_repo.py
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -70,12 +69,6 @@ STAGES = (
     "download", "prepare", "priors", "sr_pretrain", "backbone", "tune", "train", "evaluate",
     "register",
 )  # fmt: skip
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @dataclass
@@ -587,45 +580,6 @@ def test_alias_moves_are_all_or_nothing(pipeline_repo: PipelineRepo, monkeypatch
     assert current_aliases(mlflow_client, "psr-fer") == before
 
 
-@contextmanager
-def background(command: list[str], cwd: Path, log: Path, **env: str):
-    """A server process in its own process group, stopped (TERM, then KILL) on exit."""
-    with open(log, "w") as out:
-        process = subprocess.Popen(
-            command,
-            cwd=cwd,
-            env=clean_env(**env),
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    try:
-        yield process
-    finally:
-        for sig, wait in ((signal.SIGTERM, 20), (signal.SIGKILL, 10)):
-            if process.poll() is not None:
-                break
-            os.killpg(process.pid, sig)
-            try:
-                process.wait(timeout=wait)
-            except subprocess.TimeoutExpired:
-                continue
-
-
-def wait_for(url: str, process: subprocess.Popen, log: Path, timeout: float = 240) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            pytest.fail(f"server exited ({process.returncode}):\n{log.read_text()[-4000:]}")
-        try:
-            if requests.get(url, timeout=5).ok:
-                return
-        except requests.RequestException:
-            pass
-        time.sleep(1)
-    pytest.fail(f"{url} did not answer in {timeout} s:\n{log.read_text()[-4000:]}")
-
-
 def test_served_champion_answers_http(pipeline_repo: PipelineRepo, tmp_path, monkeypatch):
     import mlflow
 
@@ -633,7 +587,7 @@ def test_served_champion_answers_http(pipeline_repo: PipelineRepo, tmp_path, mon
     from psr.inference import Predictor
 
     root = pipeline_repo.root
-    port = free_port()
+    port = servers.free_port()
     images = np.asarray(load_split(root / "data/prepared/tiny", "test").images[:3])
     command = [
         str(BIN / "mlflow"),
@@ -649,8 +603,10 @@ def test_served_champion_answers_http(pipeline_repo: PipelineRepo, tmp_path, mon
         str(port),
     ]
     log = tmp_path / "serve.log"
-    with background(command, root, log, MLFLOW_TRACKING_URI=pipeline_repo.tracking_uri) as server:
-        wait_for(f"http://127.0.0.1:{port}/ping", server, log)
+    with servers.background(
+        command, root, log, clean_env(MLFLOW_TRACKING_URI=pipeline_repo.tracking_uri)
+    ) as server:
+        servers.wait_for(f"http://127.0.0.1:{port}/ping", server, log)
         response = requests.post(
             f"http://127.0.0.1:{port}/invocations",
             json={"inputs": images.tolist()},
@@ -709,14 +665,16 @@ def test_make_serve_refuses_oversized_bodies_and_keeps_serving(
     from psr.data.prepared import load_split
 
     root = pipeline_repo.root
-    port = free_port()
+    port = servers.free_port()
     images = np.asarray(load_split(root / "data/prepared/tiny", "test").images[:2])
     command = [str(BIN / "python"), "-m", "pipeline.serve", "--port", str(port)]
     command += ["--max-body-mb", "0.5"]
     log = tmp_path / "serve.log"
     url = f"http://127.0.0.1:{port}/invocations"
-    with background(command, root, log, MLFLOW_TRACKING_URI=pipeline_repo.tracking_uri) as server:
-        wait_for(f"http://127.0.0.1:{port}/ping", server, log)
+    with servers.background(
+        command, root, log, clean_env(MLFLOW_TRACKING_URI=pipeline_repo.tracking_uri)
+    ) as server:
+        servers.wait_for(f"http://127.0.0.1:{port}/ping", server, log)
         small = requests.post(url, json={"inputs": images.tolist()}, timeout=120)
         large = requests.post(url, json={"inputs": np.zeros((4, 200, 200, 3), int).tolist()})
         chunked = requests.post(  # no Content-Length: counted as it streams
@@ -815,20 +773,20 @@ def test_prefect_deployment_run_completes(pipeline_repo: PipelineRepo, tmp_path)
     (two stages restored from DVC's run-cache, the rest up to date), psr-tune (two parallel
     Optuna workers) and psr-ablate, and stops on a SIGTERM to make."""
     root = pipeline_repo.root
-    port = free_port()
+    port = servers.free_port()
     api = f"http://127.0.0.1:{port}/api"
     env = {"PREFECT_HOME": str(tmp_path / "prefect"), "PREFECT_API_URL": api}
     prefect = str(BIN / "prefect")
     server_log, worker_log = tmp_path / "server.log", tmp_path / "worker.log"
     server_cmd = [prefect, "server", "start", "--host", "127.0.0.1", "--port", str(port)]
     _drop_from_lock(root, ("validate", "priors"))
-    with background(server_cmd, root, server_log, **env) as server:
-        wait_for(f"{api}/health", server, server_log)
+    with servers.background(server_cmd, root, server_log, clean_env(**env)) as server:
+        servers.wait_for(f"{api}/health", server, server_log)
         run([prefect, "work-pool", "create", "psr-process", "--type", "process"], root, **env)
         run([prefect, "--no-prompt", "deploy", "--all"], root, timeout=300, **env)
         venv = BIN.parent  # the Makefile's verb, with this venv taken as installed
         worker_cmd = ["make", f"VENV={venv}", "-o", f"{venv}/.installed", "prefect-worker"]
-        with background(worker_cmd, root, worker_log, **env) as worker:
+        with servers.background(worker_cmd, root, worker_log, clean_env(**env)) as worker:
             result = run(
                 [prefect, "deployment", "run", "psr-pipeline/local", "--watch"],
                 root,
