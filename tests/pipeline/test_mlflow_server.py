@@ -19,7 +19,7 @@ from pipeline import mlflow_server
 
 BIN = Path(sys.executable).parent
 SECRET = "pw-7f3a9c"  # in the tracking URI and in tune.storage; must be shown nowhere
-STAGES = ("tune", "train", "evaluate", "register")
+STAGES = ("priors", "sr_pretrain", "tune", "train", "evaluate", "register")
 
 
 def test_the_command_is_mlflow_server_with_a_database_and_proxied_artifacts(tmp_path):
