@@ -64,15 +64,18 @@ format: $(STAMP)
 deps: $(STAMP)
 	$(BIN)/python -m pipeline.dvcdeps
 
-# ---- Pipeline services: MLflow UI, Prefect server / worker / deployments ----
+# ---- Pipeline services: MLflow UI and tracking server, Prefect server / worker / deployments ----
 # Prefect's settings (server address, PREFECT_HOME=.prefect/) are in prefect.toml, which every
 # `prefect` command started in this directory reads: these verbs and a plain shell agree.
-MLFLOW_PORT  ?= 5000
+MLFLOW_HOST      ?= 127.0.0.1
+MLFLOW_PORT      ?= 5000
+MLFLOW_BACKEND   ?=
+MLFLOW_ARTIFACTS ?=
 PREFECT_POOL ?= psr-process
 FLOW         ?= psr-pipeline/local
 FLOW_PARAMS  ?=
 
-.PHONY: serve prefect-server prefect-worker deploy deploy-team flow-run screenshots
+.PHONY: serve mlflow-server prefect-server prefect-worker deploy deploy-team flow-run screenshots
 
 ## screenshots: the MLflow and Prefect pages of this workspace's run into docs/screenshots (after make run; needs chromium)
 screenshots: $(STAMP)
@@ -90,7 +93,14 @@ serve: $(STAMP)
 		--runtime $(or $(RUNTIME),torch)
 
 # exec: make passes a SIGTERM only to its own child, so the server or worker must be that child
-# (not a shell around it) to stop on `kill <make's pid>` as it does on Ctrl-C.
+# (not a shell around it) to stop on `kill <make's pid>` as it does on Ctrl-C. mlflow-server: `@`
+# (not echoed: MLFLOW_BACKEND may hold a user name; the server prints its URIs redacted).
+
+## mlflow-server: a tracking server on http://127.0.0.1:5000 (runs, registry, proxied artifacts in mlflow-server/; MLFLOW_HOST, MLFLOW_PORT, MLFLOW_BACKEND, MLFLOW_ARTIFACTS)
+mlflow-server: $(STAMP)
+	@exec $(BIN)/python -m pipeline.mlflow_server --host '$(MLFLOW_HOST)' --port '$(MLFLOW_PORT)' \
+		$(if $(MLFLOW_BACKEND),--backend '$(MLFLOW_BACKEND)') \
+		$(if $(MLFLOW_ARTIFACTS),--artifacts '$(MLFLOW_ARTIFACTS)')
 
 ## prefect-server: a local Prefect server on http://127.0.0.1:4200 (prefect.toml; state in .prefect/)
 prefect-server: $(STAMP)

@@ -47,6 +47,7 @@ from prefect.cache_policies import NO_CACHE
 from prefect.logging import get_run_logger
 
 from pipeline.paths import PARAMS_FILE, REGISTRY_FILE, report_dir
+from psr.uris import redact
 
 STAGES: tuple[str, ...] = (
     "validate",
@@ -133,7 +134,7 @@ def stream(
     stay out of the log (the flow prints one hint at its end)."""
     logger = get_run_logger()
     limit = f" (timeout {datetime.timedelta(seconds=timeout_s)})" if timeout_s else ""
-    logger.info("$ %s%s", " ".join(command), limit)
+    logger.info("$ %s%s", redact(" ".join(command)), limit)  # a storage URL's password
     to_track: list[str] = []
     in_hint = timed_out = False
     with subprocess.Popen(
@@ -491,7 +492,7 @@ def psr_tune(
     lines = [
         f"# Optuna study `{name}`",
         "",
-        f"- storage: `{storage}`, workers: {workers}",
+        f"- storage: `{redact(storage)}`, workers: {workers}",
         f"- best validation accuracy: **{document['best_value']:.4f}**"
         f" (trial {document['best_trial']})",
         *(f"- `{k}` = {v}" for k, v in document["params"].items()),

@@ -3,7 +3,11 @@
 - Tracking URI: ``MLFLOW_TRACKING_URI`` when set (a server), else a SQLite database
   ``mlflow.db`` at the repository root, as an absolute path so that DVC experiment copies
   (``.dvc/tmp/exps/...``) log to the same database. Artifacts of experiments created here go to
-  ``mlartifacts/`` next to it.
+  ``mlartifacts/`` next to it. ``make mlflow-server`` starts a tracking server
+  (:mod:`pipeline.mlflow_server`).
+- Credentials in a URI never reach logs, run records, parameters or tags (:func:`psr.uris.redact`);
+  those of an ``http(s)://user:password@`` tracking URI go to MLflow as basic auth, and the
+  URI MLflow is set to is the bare one.
 - One experiment per dataset (``psr-<dataset name>``), one run per stage execution, named
   ``<stage> · <execution>`` and tagged with the pipeline execution it belongs to (one ``dvc
   repro``, DVC experiment or Prefect flow run: :mod:`pipeline.identity`), the git commit and
@@ -42,6 +46,7 @@ from pipeline.paths import run_record_path
 from pipeline.workspace import git_commit, shared_root, workspace
 from psr.data.prepared import data_checksum
 from psr.fileio import pid_alive, read_json, write_json
+from psr.uris import redact, split_credentials
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +74,17 @@ def tracking_uri() -> str:
 
 def _local_backend(uri: str) -> bool:
     return uri.startswith(("sqlite:", "file:", "postgresql", "mysql", "mssql")) or "://" not in uri
+
+
+def _credentials_to_env(uri: str) -> str:
+    """An ``http(s)://user:password@host`` URI without its credentials, which go to
+    ``MLFLOW_TRACKING_USERNAME`` / ``_PASSWORD`` (MLflow sends them as basic auth): MLflow
+    prints its run links from the URI it is set to, and run records store it."""
+    bare, user, password = split_credentials(uri)
+    if password is not None:
+        os.environ["MLFLOW_TRACKING_USERNAME"] = user or ""
+        os.environ["MLFLOW_TRACKING_PASSWORD"] = password
+    return bare
 
 
 def experiment_name(dataset: str) -> str:
@@ -120,11 +136,12 @@ def unavailable(err: BaseException) -> str | None:
     is down): what and what to do; None for any other error."""
     if type(err).__name__ == "StorageInternalError" and err.__cause__ is not None:
         err = err.__cause__  # Optuna wraps the database's error
-    where = f"the MLflow database {mlflow.get_tracking_uri()}"
+    where = f"the MLflow database {redact(mlflow.get_tracking_uri())}"
     if _raised_in(err, "optuna"):
         where = "the Optuna storage (tune.storage)"
     text = str(err.message if isinstance(err, MlflowException) else err)
     first = next((line.strip() for line in text.splitlines() if line.strip()), repr(err))
+    first = redact(first)  # a driver's error may quote the URL it was given
     kept = "training done so far is kept; rerun the stage once it is available"
     if "database is locked" in first and (
         isinstance(err, MlflowException) or type(err).__name__ == "OperationalError"
@@ -137,8 +154,8 @@ def unavailable(err: BaseException) -> str | None:
     down = ("Max retries exceeded", "Connection refused", "Failed to establish", "timed out")
     if isinstance(err, MlflowException) and any(s in first for s in down):
         return (
-            f"the MLflow server {mlflow.get_tracking_uri()} is not reachable: {first}; start "
-            f"it, or unset MLFLOW_TRACKING_URI to use the local database; {kept}"
+            f"the MLflow server {redact(mlflow.get_tracking_uri())} is not reachable: {first}; "
+            f"start it, or unset MLFLOW_TRACKING_URI to use the local database; {kept}"
         )
     return None
 
@@ -162,7 +179,7 @@ def use_experiment(dataset: str) -> str:
     """
     uri = tracking_uri()
     _wait_for_locks()
-    mlflow.set_tracking_uri(uri)
+    mlflow.set_tracking_uri(_credentials_to_env(uri))
     name = experiment_name(dataset)
     experiment = mlflow.get_experiment_by_name(name)
     if experiment is None:
@@ -199,6 +216,7 @@ def log_params(params: Mapping[str, Any]) -> None:
     flat = {}
     for key, value in flatten(params).items():
         text = json.dumps(value) if isinstance(value, list | tuple | dict) else str(value)
+        text = redact(text)  # e.g. tune.storage, a database URL
         if len(text) > _MAX_PARAM_LENGTH:
             text = text[: _MAX_PARAM_LENGTH - 3] + "..."
         flat[key] = text
@@ -213,7 +231,7 @@ def run_record(run: mlflow.ActiveRun, stage: str) -> dict[str, str]:
         "experiment_id": run.info.experiment_id,
         "run_name": run.info.run_name or stage,
         "stage": stage,
-        "tracking_uri": mlflow.get_tracking_uri(),
+        "tracking_uri": redact(mlflow.get_tracking_uri()),
     }
 
 
@@ -279,6 +297,7 @@ def stage_run(
     """
     close_abandoned_runs(use_experiment(dataset))
     all_tags = {TAG_STAGE: stage, **run_tags(dataset, manifest), **(tags or {})}
+    all_tags = {key: redact(str(value)) for key, value in all_tags.items()}
     name = f"{stage} · {identity.label(all_tags)}"
     with mlflow.start_run(run_name=name, tags=all_tags) as run:
         if params:
@@ -328,7 +347,7 @@ def recorded_run(stage: str) -> mlflow.entities.Run | None:
             "%s names run %s, which %s does not have: nothing of it is copied",
             path,
             run_id,
-            mlflow.get_tracking_uri(),
+            redact(mlflow.get_tracking_uri()),
         )
         return None
 

@@ -33,6 +33,7 @@ from psr.detect import (
     to_rgb,
 )
 from psr.evaluate import predict_batch
+from psr.uris import redact
 
 #: Files with these suffixes are read as videos (every ``every``-th frame); anything else is
 #: decoded as an image, and reported as an error when that fails.
@@ -365,8 +366,8 @@ def tracking_uri_for(model_uri: str, tracking_uri: str | None = None) -> str | N
     database = sqlite_file(tracking_uri)
     if database is not None and not database.is_file():
         raise FileNotFoundError(
-            f"{model_uri}: the tracking database {database.resolve()} ({tracking_uri}) does "
-            f"not exist: {hint}"
+            f"{model_uri}: the tracking database {database.resolve()} "
+            f"({redact(tracking_uri)}) does not exist: {hint}"
         )
     return tracking_uri
 
@@ -396,8 +397,9 @@ def registered_location(model_uri: str, tracking_uri: str) -> str:
         if err.error_code not in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
             raise
         raise ValueError(
-            f"{model_uri}: {err.message} (looked up in {registry}; pass tracking_uri (psr "
-            f"predict --tracking-uri) or set {TRACKING_URI_ENV} to the store that has it)"
+            f"{model_uri}: {redact(err.message)} (looked up in {redact(registry)}; pass "
+            f"tracking_uri (psr predict --tracking-uri) or set {TRACKING_URI_ENV} to the store "
+            "that has it)"
         ) from None
     return posixpath.join(location, inner) if inner else location
 

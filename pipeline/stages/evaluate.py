@@ -19,6 +19,7 @@ from pipeline import tracking
 from pipeline.params import Params
 from pipeline.paths import CHECKPOINT, RAW_DIR, report_dir, run_record_path
 from pipeline.stages.common import stage_main
+from psr.uris import redact
 
 STAGE = "evaluate"
 OUT_DIR = report_dir(STAGE)
@@ -67,7 +68,8 @@ def provenance(
     if not record.is_file():
         return rows | {"train run": f"unknown: no {record}"}
     if trained is None:
-        return rows | {"training configuration": f"train run not in {mlflow.get_tracking_uri()}"}
+        where = redact(mlflow.get_tracking_uri())
+        return rows | {"training configuration": f"train run not in {where}"}
     rows["train run"] = trained.info.run_id
     if commit := trained.data.tags.get(tracking.TAG_GIT_COMMIT):
         rows["train git commit"] = commit

@@ -54,6 +54,7 @@ from pipeline.stages.common import stage_main
 from psr import serving
 from psr.faults import failpoint
 from psr.fileio import read_json, write_json
+from psr.uris import redact
 
 STAGE = "register"
 #: Stages whose MLflow runs a registered version points back to.
@@ -417,7 +418,7 @@ def register(
         "onnx_model_uri": onnx_info.model_uri,
         "onnx_verified_max_abs_diff": onnx_difference,
         "recovered": recovered,
-        "tracking_uri": mlflow.get_tracking_uri(),
+        "tracking_uri": redact(mlflow.get_tracking_uri()),
     }
 
 

@@ -7,6 +7,8 @@ import re
 import tempfile
 from pathlib import Path
 
+from psr.uris import redact
+
 HELP = (
     "evaluate a checkpoint on a prepared split: metrics.json, predictions.csv, figures, report.html"
 )
@@ -57,7 +59,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def registered_provenance(uri: str) -> dict[str, str]:
     """The registry's record of a ``models:/`` URI: name, version, its run and source
     (other URIs: just the URI)."""
-    rows = {"model URI": uri}
+    rows = {"model URI": redact(uri)}
     match = REGISTERED.match(uri)
     if match is None:
         return rows
@@ -74,7 +76,7 @@ def registered_provenance(uri: str) -> dict[str, str]:
         rows["aliases"] = ", ".join(sorted(found.aliases))
     if found.run_id:
         rows["run id"] = found.run_id
-    rows["source"] = str(found.source)
+    rows["source"] = redact(str(found.source))
     return rows
 
 

@@ -22,7 +22,7 @@ def _load(name: str) -> None:
     spec.loader.exec_module(module)
 
 
-for _helper in ("dvc_repo", "browser"):
+for _helper in ("dvc_repo", "browser", "servers"):
     if _helper not in sys.modules:
         _load(_helper)
 TINY = [

@@ -1,21 +1,14 @@
-"""A throwaway copy of the repository with git and DVC, a way to run the tools in it, and
-servers in the background on free loopback ports: the end-to-end tests' setup, shared by the
-tests that need the real DVC or a real server (loaded by conftest.py)."""
+"""A throwaway copy of the repository with git and DVC, and a way to run the tools in it: the
+end-to-end tests' setup, shared by the tests that need the real DVC (loaded by conftest.py)."""
 
 from __future__ import annotations
 
 import os
 import shutil
-import signal
-import socket
 import subprocess
 import sys
-import time
-from contextlib import contextmanager
 from pathlib import Path
 
-import pytest
-import requests
 import yaml
 
 REPO = Path(__file__).resolve().parents[2]
@@ -86,48 +79,3 @@ def copy_repository(dest: Path, assignments: list[str], space: dict | None = Non
     run(["git", "add", "-A"], dest)
     run(["git", "commit", "-q", "-m", "test copy"], dest)
     return dest
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@contextmanager
-def background(command: list[str], cwd: Path, log: Path, **env: str):
-    """A server process in its own process group, stopped (TERM, then KILL) on exit."""
-    with open(log, "w") as out:
-        process = subprocess.Popen(
-            command,
-            cwd=cwd,
-            env=clean_env(**env),
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    try:
-        yield process
-    finally:
-        for sig, wait in ((signal.SIGTERM, 20), (signal.SIGKILL, 10)):
-            if process.poll() is not None:
-                break
-            os.killpg(process.pid, sig)
-            try:
-                process.wait(timeout=wait)
-            except subprocess.TimeoutExpired:
-                continue
-
-
-def wait_for(url: str, process: subprocess.Popen, log: Path, timeout: float = 240) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            pytest.fail(f"server exited ({process.returncode}):\n{log.read_text()[-4000:]}")
-        try:
-            if requests.get(url, timeout=5).ok:
-                return
-        except requests.RequestException:
-            pass
-        time.sleep(1)
-    pytest.fail(f"{url} did not answer in {timeout} s:\n{log.read_text()[-4000:]}")

@@ -20,15 +20,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import requests
-from dvc_repo import (  # tests/pipeline/dvc_repo.py
-    BIN,
-    background,
-    clean_env,
-    copy_repository,
-    free_port,
-    run,
-    wait_for,
-)
+import servers  # tests/pipeline/servers.py
+from dvc_repo import BIN, clean_env, copy_repository, run  # tests/pipeline/dvc_repo.py
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -596,7 +589,7 @@ def test_served_champion_answers_http(pipeline_repo: PipelineRepo, tmp_path, mon
     from psr.inference import Predictor
 
     root = pipeline_repo.root
-    port = free_port()
+    port = servers.free_port()
     images = np.asarray(load_split(root / "data/prepared/tiny", "test").images[:3])
     command = [
         str(BIN / "mlflow"),
@@ -612,8 +605,10 @@ def test_served_champion_answers_http(pipeline_repo: PipelineRepo, tmp_path, mon
         str(port),
     ]
     log = tmp_path / "serve.log"
-    with background(command, root, log, MLFLOW_TRACKING_URI=pipeline_repo.tracking_uri) as server:
-        wait_for(f"http://127.0.0.1:{port}/ping", server, log)
+    with servers.background(
+        command, root, log, clean_env(MLFLOW_TRACKING_URI=pipeline_repo.tracking_uri)
+    ) as server:
+        servers.wait_for(f"http://127.0.0.1:{port}/ping", server, log)
         response = requests.post(
             f"http://127.0.0.1:{port}/invocations",
             json={"inputs": images.tolist()},
@@ -672,14 +667,16 @@ def test_make_serve_refuses_oversized_bodies_and_keeps_serving(
     from psr.data.prepared import load_split
 
     root = pipeline_repo.root
-    port = free_port()
+    port = servers.free_port()
     images = np.asarray(load_split(root / "data/prepared/tiny", "test").images[:2])
     command = [str(BIN / "python"), "-m", "pipeline.serve", "--port", str(port)]
     command += ["--max-body-mb", "0.5"]
     log = tmp_path / "serve.log"
     url = f"http://127.0.0.1:{port}/invocations"
-    with background(command, root, log, MLFLOW_TRACKING_URI=pipeline_repo.tracking_uri) as server:
-        wait_for(f"http://127.0.0.1:{port}/ping", server, log)
+    with servers.background(
+        command, root, log, clean_env(MLFLOW_TRACKING_URI=pipeline_repo.tracking_uri)
+    ) as server:
+        servers.wait_for(f"http://127.0.0.1:{port}/ping", server, log)
         small = requests.post(url, json={"inputs": images.tolist()}, timeout=120)
         large = requests.post(url, json={"inputs": np.zeros((4, 200, 200, 3), int).tolist()})
         chunked = requests.post(  # no Content-Length: counted as it streams
@@ -778,20 +775,20 @@ def test_prefect_deployment_run_completes(pipeline_repo: PipelineRepo, tmp_path)
     (two stages restored from DVC's run-cache, the rest up to date), psr-tune (two parallel
     Optuna workers) and psr-ablate, and stops on a SIGTERM to make."""
     root = pipeline_repo.root
-    port = free_port()
+    port = servers.free_port()
     api = f"http://127.0.0.1:{port}/api"
     env = {"PREFECT_HOME": str(tmp_path / "prefect"), "PREFECT_API_URL": api}
     prefect = str(BIN / "prefect")
     server_log, worker_log = tmp_path / "server.log", tmp_path / "worker.log"
     server_cmd = [prefect, "server", "start", "--host", "127.0.0.1", "--port", str(port)]
     _drop_from_lock(root, ("validate", "priors"))
-    with background(server_cmd, root, server_log, **env) as server:
-        wait_for(f"{api}/health", server, server_log)
+    with servers.background(server_cmd, root, server_log, clean_env(**env)) as server:
+        servers.wait_for(f"{api}/health", server, server_log)
         run([prefect, "work-pool", "create", "psr-process", "--type", "process"], root, **env)
         run([prefect, "--no-prompt", "deploy", "--name", "local"], root, timeout=300, **env)
         venv = BIN.parent  # the Makefile's verb, with this venv taken as installed
         worker_cmd = ["make", f"VENV={venv}", "-o", f"{venv}/.installed", "prefect-worker"]
-        with background(worker_cmd, root, worker_log, **env) as worker:
+        with servers.background(worker_cmd, root, worker_log, clean_env(**env)) as worker:
             result = run(
                 [prefect, "deployment", "run", "psr-pipeline/local", "--watch"],
                 root,

@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import servers  # tests/pipeline/servers.py
 import torch
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -276,11 +277,7 @@ def test_training_survives_a_tracking_database_locked_mid_run(workspace, stage, 
 
 
 def test_an_unreachable_tracking_server_is_named_in_one_line(workspace, stage):
-    import socket
-
-    with socket.socket() as s:  # a port nothing listens on
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = servers.free_port()  # nothing listens on it
     failed = stage(
         "priors",
         MLFLOW_TRACKING_URI=f"http://127.0.0.1:{port}",
@@ -386,42 +383,6 @@ def test_two_tune_workers_one_killed_finish_the_exact_budget(workspace, run_tune
     assert len(set(values)) == len(values)
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _mlflow_server(root: Path, port: int, stage_env) -> subprocess.Popen:
-    """A real ``mlflow server`` (SQLite backend, proxied artifacts), answering /health."""
-    import time
-
-    import requests
-
-    command = [str(Path(sys.executable).parent / "mlflow"), "server", "--host", "127.0.0.1"]
-    command += ["--port", str(port), "--workers", "1"]
-    command += ["--backend-store-uri", f"sqlite:///{root / 'server.db'}"]
-    command += ["--artifacts-destination", str(root / "server-artifacts")]
-    server = subprocess.Popen(
-        command,
-        env=stage_env(),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        try:
-            if requests.get(f"http://127.0.0.1:{port}/health", timeout=2).ok:
-                return server
-        except requests.RequestException:
-            time.sleep(0.5)
-    os.killpg(server.pid, signal.SIGKILL)
-    pytest.fail("mlflow server did not start")
-
-
 def test_training_survives_the_tracking_server_stopping_mid_run(workspace, stage, stage_env):
     """A real MLflow server killed after epoch 1: the stage stops with one line, keeping its
     training; with the server back, the rerun continues it to the uninterrupted bytes."""
@@ -429,10 +390,10 @@ def test_training_survives_the_tracking_server_stopping_mid_run(workspace, stage
     best, last = workspace / "models/psr/best.pt", workspace / "models/resume/train/last.pt"
     _ok(stage("train"))
     reference = _tensors(best)
-    port = _free_port()
+    port = servers.free_port()
     uri = f"http://127.0.0.1:{port}"
     env = {"MLFLOW_TRACKING_URI": uri, "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0"}
-    server = _mlflow_server(workspace, port, stage_env)
+    server = servers.mlflow_server(workspace, port, stage_env())
     try:
         process = _train_until_an_epoch_is_saved(workspace, stage_env(**env))
         os.killpg(server.pid, signal.SIGKILL)  # the server and its workers
@@ -441,7 +402,7 @@ def test_training_survives_the_tracking_server_stopping_mid_run(workspace, stage
         assert f"the MLflow server {uri} is not reachable" in _one_line_error(result, "train")
         assert last.is_file()
 
-        server = _mlflow_server(workspace, port, stage_env)
+        server = servers.mlflow_server(workspace, port, stage_env())
         resumed = _ok(stage("train", **env))
     finally:
         os.killpg(server.pid, signal.SIGKILL)

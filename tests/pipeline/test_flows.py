@@ -54,6 +54,14 @@ def test_dvc_git_hint_leaves_the_log_and_is_returned_once_per_stage(tmp_path, ru
     assert run_log.messages == [f"{flows.GIT_HINT[0]} git add .gitignore dvc.lock"]
 
 
+def test_a_logged_command_shows_no_password(tmp_path, run_log):
+    """psr-tune passes its storage URL on the worker's command line; the log masks its password."""
+    url = "postgresql+psycopg://optuna:s3cret@db-host:5432/optuna"
+    flows.stream([sys.executable, "-c", "pass", "--storage", url], tmp_path)
+    assert "s3cret" not in run_log.text
+    assert "--storage postgresql+psycopg://optuna:***@db-host:5432/optuna" in run_log.text
+
+
 def test_a_command_past_its_timeout_is_stopped(tmp_path, run_log):
     start = time.monotonic()
     with pytest.raises(TimeoutError, match=r"timeout of 0\.5 s"):

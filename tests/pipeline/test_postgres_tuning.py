@@ -2,81 +2,30 @@
 the trial is retried through Optuna's heartbeats, not left RUNNING.
 
 The server is the OS's PostgreSQL (``/usr/lib/postgresql/<version>/bin``), installed with apt
-when it is missing, started in a temporary folder on a free port and stopped at the end.
+when it is missing, started in a temporary folder on a free port and stopped at the end
+(``servers.postgres``).
 """
 
 from __future__ import annotations
 
 import os
-import shutil
 import signal
-import socket
 import subprocess
-import tempfile
 import time
 from pathlib import Path
 
 import pytest
+import servers
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
-PG_ROOT = Path("/usr/lib/postgresql")
-
-
-def _server_bin() -> Path | None:
-    versions = sorted(PG_ROOT.glob("*/bin/postgres"), key=lambda p: int(p.parts[-3]))
-    return versions[-1].parent if versions else None
-
-
-def _install_postgres() -> Path:
-    """The server binaries, installed from the OS packages if absent (CI machines are root)."""
-    found = _server_bin()
-    if found is None and os.geteuid() == 0 and shutil.which("apt-get"):
-        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-        install = ["apt-get", "install", "-y", "-q", "postgresql"]
-        for command in (["apt-get", "update", "-q"], install):
-            subprocess.run(command, env=env, capture_output=True, timeout=900)
-        found = _server_bin()
-    if found is None:
-        pytest.skip("PostgreSQL is not installed and cannot be installed here (apt-get as root)")
-    return found
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
 def postgres_url():
     """``postgresql://`` URL of a fresh server and database (trust auth on 127.0.0.1)."""
     pytest.importorskip("psycopg", reason="psycopg is in the dev extra")
-    bin_dir = _install_postgres()
-    # the server refuses to run as root: as root, run it as the OS's postgres user
-    as_user = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
-    root = Path(tempfile.mkdtemp(prefix="psr-pg-"))  # not under pytest's 0700 tmp folder
-    if as_user:
-        shutil.chown(root, "postgres")
-    data, port = root / "data", _free_port()
-    log = root / "server.log"
-
-    def pg(*command: str) -> None:
-        result = subprocess.run([*as_user, *command], capture_output=True, text=True, timeout=120)
-        assert result.returncode == 0, f"{command[0]}: {result.stdout}{result.stderr}"
-
-    pg(str(bin_dir / "initdb"), "-D", str(data), "--auth=trust", "-U", "postgres", "-E", "UTF8")
-    options = f"-p {port} -k {root} -c listen_addresses=127.0.0.1"
-    pg(str(bin_dir / "pg_ctl"), "-D", str(data), "-o", options, "-l", str(log), "-w", "start")
-    try:
-        pg(str(bin_dir / "createdb"), "-h", "127.0.0.1", "-p", str(port), "-U", "postgres", "psr")
-        yield f"postgresql://postgres@127.0.0.1:{port}/psr"
-    finally:
-        subprocess.run(
-            [*as_user, str(bin_dir / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"],
-            capture_output=True,
-            timeout=60,
-        )
-        shutil.rmtree(root, ignore_errors=True)
+    with servers.postgres() as url:
+        yield url
 
 
 def _another_host() -> list[str]:

@@ -8,7 +8,6 @@ import base64
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -20,6 +19,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import requests
+import servers  # tests/pipeline/servers.py
 import torch
 from dvc_repo import BIN, clean_env  # tests/pipeline/dvc_repo.py
 from mlflow.exceptions import MlflowException
@@ -217,16 +217,10 @@ def test_bad_photo_requests_say_what_is_wrong(store, runtime, monkeypatch):
         model.predict(too_many)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_served_photo_requests_valid_and_bad_keep_serving(store, tmp_path):
     """``python -m pipeline.serve --runtime onnx`` on a registered version: photos in, faces
     out; every bad payload a 400 (or 413) that says why, and the next request still served."""
-    port = _free_port()
+    port = servers.free_port()
     command = [str(BIN / "python"), "-m", "pipeline.serve", "--port", str(port)]
     command += ["--model-uri", f"models:/{REGISTERED}/1", "--runtime", "onnx", "--max-body-mb", "1"]
     log = tmp_path / "serve.log"

@@ -11,8 +11,9 @@ import subprocess
 
 import pytest
 import requests
+import servers  # tests/pipeline/servers.py
 import yaml
-from dvc_repo import BIN, REPO, background, clean_env, copy_repository, free_port, run, wait_for
+from dvc_repo import BIN, REPO, clean_env, copy_repository, run  # tests/pipeline/dvc_repo.py
 from prefect.settings import PREFECT_API_URL, temporary_settings
 
 from pipeline import flows, team
@@ -137,12 +138,13 @@ def test_a_worker_in_an_empty_folder_runs_the_deployed_commit(tmp_path):
     run(["git", "commit", "-q", "-m", "validate, pushed"], origin)
     pinned = run(["git", "rev-parse", "HEAD"], origin).stdout.strip()
 
-    port = free_port()
+    port = servers.free_port()
     api = f"http://127.0.0.1:{port}/api"
     env = {"PREFECT_API_URL": api, "PREFECT_HOME": str(tmp_path / "prefect")}
     server_cmd = [PREFECT, "server", "start", "--host", "127.0.0.1", "--port", str(port)]
-    with background(server_cmd, tmp_path, tmp_path / "server.log", **env) as server:
-        wait_for(f"{api}/health", server, tmp_path / "server.log")
+    server_log = tmp_path / "server.log"
+    with servers.background(server_cmd, tmp_path, server_log, clean_env(**env)) as server:
+        servers.wait_for(f"{api}/health", server, server_log)
         run([PREFECT, "variable", "set", "psr_git_url", origin.as_uri()], tmp_path, **env)
         run([PREFECT, "work-pool", "create", "psr-team", "--type", "process"], tmp_path, **env)
         run([PREFECT, "--no-prompt", "deploy", "--name", "team"], origin, timeout=300, **env)
@@ -161,7 +163,8 @@ def test_a_worker_in_an_empty_folder_runs_the_deployed_commit(tmp_path):
         worker_log = tmp_path / "worker.log"
         worker_env = {**env, "PREFECT_HOME": str(folder / ".prefect"), "PYTHONPATH": ""}
         worker_cmd = [PREFECT, "worker", "start", "--pool", "psr-team", "--type", "process"]
-        with background(worker_cmd, folder, worker_log, **worker_env):  # stopped on exit
+        # stopped on exit
+        with servers.background(worker_cmd, folder, worker_log, clean_env(**worker_env)):
             trigger = [PREFECT, "deployment", "run", "psr-pipeline/team", "--watch"]
             ran = subprocess.run(
                 [*trigger, "-p", 'stages=["validate"]', "-jv", f"working_dir={runs}"],

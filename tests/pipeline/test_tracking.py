@@ -1,6 +1,7 @@
 """MLflow conventions: shared database location, tags, run records, epoch logging."""
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -111,6 +112,39 @@ def test_unavailable_names_the_database_that_failed_and_nothing_else(tmp_path, m
         holder.execute("COMMIT")
     line = tracking.unavailable(err.value)
     assert line is not None and line.startswith("the Optuna storage (tune.storage) stayed locked")
+
+
+def test_credentials_reach_no_parameter_tag_record_or_message(monkeypatch, tmp_path):
+    from mlflow.exceptions import MlflowException
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.delenv("PSR_SHARED_ROOT", raising=False)
+    storage = "postgresql://bob:hunter2@db/optuna"
+    record = tmp_path / "mlflow_run.json"
+    with tracking.stage_run(
+        "tune", "unit", params={"tune": {"storage": storage}}, record=record, tags={"x": storage}
+    ) as run:
+        pass
+    logged = mlflow.get_run(run.info.run_id).data
+    assert logged.params["tune.storage"] == logged.tags["x"] == "postgresql://bob:***@db/optuna"
+
+    mlflow.set_tracking_uri("postgresql://bob:hunter2@db/mlflow")
+    line = tracking.unavailable(MlflowException("(OperationalError) database is locked"))
+    assert "hunter2" not in line and "postgresql://bob:***@db/mlflow" in line
+    refused = MlflowException("to http://bob:hunter2@h:1 failed: Connection refused")
+    mlflow.set_tracking_uri("http://bob:hunter2@h:1")
+    assert "hunter2" not in tracking.unavailable(refused)
+
+
+def test_an_http_tracking_uri_is_set_bare_with_its_credentials_as_basic_auth(monkeypatch):
+    for name in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"):
+        monkeypatch.setenv(name, "")  # restored after the test
+    assert tracking._credentials_to_env("http://bob:s%2Fcret@h:5000") == "http://h:5000"
+    assert os.environ["MLFLOW_TRACKING_USERNAME"] == "bob"
+    assert os.environ["MLFLOW_TRACKING_PASSWORD"] == "s/cret"
+    assert tracking._credentials_to_env("http://h:5000") == "http://h:5000"
+    assert tracking._credentials_to_env("sqlite:////x/m.db") == "sqlite:////x/m.db"
 
 
 @pytest.mark.parametrize("value", ["nan", "inf", "-1", "soon"])
