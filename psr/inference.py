@@ -31,6 +31,8 @@ from psr.evaluate import predict_batch
 VIDEO_SUFFIXES = frozenset({".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg"})
 
 Status = Literal["ok", "no_face", "error"]
+Runtime = Literal["torch", "onnx"]
+RUNTIMES: tuple[str, ...] = ("torch", "onnx")
 
 
 @dataclass(frozen=True)
@@ -143,7 +145,9 @@ class Predictor:
     """Expression classifier over face crops, with optional face detection.
 
     ``detector=None`` treats every input image as one pre-cropped face. ``grayscale=True`` converts
-    crops to gray first, for models trained on gray data (FER+).
+    crops to gray first, for models trained on gray data (FER+). ``runtime="onnx"`` exports the
+    model once (in memory, BatchNorm folded) and classifies through onnxruntime on the CPU with
+    ``threads`` intra-op threads (0: one per core); ``"torch"`` runs the model eagerly.
     """
 
     def __init__(
@@ -157,11 +161,23 @@ class Predictor:
         grayscale: bool = False,
         device: str | torch.device = "cpu",
         batch_size: int = 32,
+        runtime: Runtime = "torch",
+        threads: int = 0,
     ):
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if runtime not in RUNTIMES:
+            raise ValueError(f"runtime must be one of {list(RUNTIMES)}, got {runtime!r}")
         self.device = torch.device(device)
+        if runtime == "onnx" and self.device.type != "cpu":
+            raise ValueError(f"runtime 'onnx' runs on the CPU, not on device {self.device}")
         self.model = model.to(self.device).eval()
+        self.runtime = runtime
+        self._onnx = None
+        if runtime == "onnx":
+            from psr.runtime_onnx import OnnxClassifier
+
+            self._onnx = OnnxClassifier.from_model(self.model, threads=threads)
         self.class_names = tuple(class_names)
         self.image_size = int(image_size)
         self.transform = eval_transform(self.image_size)
@@ -235,11 +251,17 @@ class Predictor:
             batch = torch.stack(
                 [self._prepare(to_rgb(f, name=f"image {start + i}")) for i, f in enumerate(chunk)]
             )  # [B, 3, S, S]
-            fused, _ = predict_batch(self.model, batch.to(self.device))
-            rows.append(fused.cpu().numpy())
+            rows.append(self._classify(batch))
         if not rows:
             return np.zeros((0, len(self.class_names)), dtype=np.float32)
         return np.concatenate(rows)
+
+    def _classify(self, batch: torch.Tensor) -> np.ndarray:
+        """Normalised crops ``[B, 3, S, S]`` -> fused probabilities ``[B, K]``."""
+        if self._onnx is not None:
+            return self._onnx(batch.numpy())
+        fused, _ = predict_batch(self.model, batch.to(self.device))
+        return fused.cpu().numpy()
 
     def _record(self, frame: Frame, box: Box, probs: np.ndarray) -> FaceRecord:
         top = int(probs.argmax())
