@@ -37,9 +37,11 @@ RUNTIMES: tuple[str, ...] = ("torch", "onnx")
 
 @dataclass(frozen=True)
 class FaceRecord:
-    """One face (or one problem) in one frame. ``frame`` is the video frame index (None for a
-    still image); ``box`` is ``(x, y, w, h)`` in original pixels (the whole image without
-    detection); ``probabilities`` maps every class name to its probability."""
+    """One face (or one problem) in one frame. ``frame`` is the video frame index and ``time_s``
+    its time in seconds (both None for a still image; ``time_s`` None when the video states no
+    frame rate); ``box`` is ``(x, y, w, h)`` in original pixels (the whole image without
+    detection); ``probabilities`` maps every class name to its probability; ``track`` is the
+    face's id across a video's frames (``psr.tracking.track_faces``; None untracked)."""
 
     source: str
     frame: int | None
@@ -49,6 +51,8 @@ class FaceRecord:
     probabilities: dict[str, float] = field(default_factory=dict)
     status: Status = "ok"
     message: str = ""
+    time_s: float | None = None
+    track: int | None = None
 
     def as_row(self, class_names: Sequence[str]) -> dict[str, Any]:
         """Flat dict for CSV: box split into x/y/w/h and one ``p_<class>`` column per class."""
@@ -56,6 +60,8 @@ class FaceRecord:
         row: dict[str, Any] = {
             "source": self.source,
             "frame": self.frame,
+            "time_s": self.time_s,
+            "track": self.track,
             "x": x,
             "y": y,
             "w": w,
@@ -72,11 +78,13 @@ class FaceRecord:
 
 @dataclass
 class Frame:
-    """A decoded RGB frame ``[H, W, 3]`` of ``source`` (``index`` set for video frames)."""
+    """A decoded RGB frame ``[H, W, 3]`` of ``source`` (``index`` and ``time_s``, the index over
+    the frame rate, set for video frames)."""
 
     source: str
     index: int | None
     image: np.ndarray
+    time_s: float | None = None
 
 
 @dataclass
@@ -88,14 +96,16 @@ class FrameResult:
 
 
 def read_video(path: str | Path, every: int = 30) -> Iterator[Frame]:
-    """Every ``every``-th frame of a video (frame 0 first), RGB. Raises ValueError naming the
-    file if it cannot be opened or no frame decodes."""
+    """Every ``every``-th frame of a video (frame 0 first), RGB, with its time (index / frame
+    rate; None when the file states no rate). Raises ValueError naming the file if it cannot
+    be opened or no frame decodes."""
     if every < 1:
         raise ValueError(f"every must be >= 1, got {every}")
     capture = cv2.VideoCapture(str(path))
     try:
         if not capture.isOpened():
             raise ValueError(f"{path}: cannot open as a video")
+        fps = capture.get(cv2.CAP_PROP_FPS)
         index = 0
         decoded = 0
         while capture.grab():  # grab() skips decoding of the frames we do not keep
@@ -103,7 +113,8 @@ def read_video(path: str | Path, every: int = 30) -> Iterator[Frame]:
                 ok, bgr = capture.retrieve()
                 if ok:
                     decoded += 1
-                    yield Frame(str(path), index, cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
+                    rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+                    yield Frame(str(path), index, rgb, index / fps if fps > 0 else None)
             index += 1
         if decoded == 0:
             raise ValueError(f"{path}: no video frame could be decoded")
@@ -268,6 +279,7 @@ class Predictor:
         return FaceRecord(
             source=frame.source,
             frame=frame.index,
+            time_s=frame.time_s,
             box=box.as_tuple(),
             expression=self.class_names[top],
             probability=float(probs[top]),
@@ -304,7 +316,14 @@ class Predictor:
                 where = "" if item.index is None else f" in frame {item.index}"
                 message = f"{item.source}: no face found{where}"
                 record = FaceRecord(
-                    item.source, item.index, None, None, None, status="no_face", message=message
+                    item.source,
+                    item.index,
+                    None,
+                    None,
+                    None,
+                    status="no_face",
+                    message=message,
+                    time_s=item.time_s,
                 )
                 yield FrameResult(item, [record])
                 continue

@@ -31,6 +31,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--annotate", help="write copies with boxes and labels into this folder")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, ...")
     parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument(
+        "--runtime",
+        choices=("torch", "onnx"),
+        default="torch",
+        help="onnx: export once in memory and classify through onnxruntime (CPU, fastest)",
+    )
+    parser.add_argument(
+        "--threads", type=int, default=0, help="CPU threads for torch/onnxruntime (0: default)"
+    )
+    parser.add_argument(
+        "--smooth",
+        type=float,
+        metavar="ALPHA",
+        help="video: average each face track's probabilities, p = ALPHA * frame + "
+        "(1 - ALPHA) * previous (0 < ALPHA <= 1)",
+    )
 
 
 def annotated_path(out_dir: Path, source: str, frame: int | None, roots: list[Path]) -> Path:
@@ -73,9 +89,18 @@ def run(args: argparse.Namespace) -> int:
     from psr.device import resolve_device
     from psr.fileio import atomic_write
     from psr.inference import Predictor, annotate, iter_frames
+    from psr.tracking import track_faces
 
     if args.every < 1:
         raise ValueError(f"--every must be >= 1, got {args.every}")
+    if args.smooth is not None and not 0 < args.smooth <= 1:
+        raise ValueError(f"--smooth must be in (0, 1], got {args.smooth}")
+    if args.threads < 0:
+        raise ValueError(f"--threads must be >= 0, got {args.threads}")
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
     options = {
         "detect": not args.no_detect,
         "detector": args.detector,
@@ -84,6 +109,8 @@ def run(args: argparse.Namespace) -> int:
         "margin": args.margin,
         "device": resolve_device(args.device),
         "batch_size": args.batch_size,
+        "runtime": args.runtime,
+        "threads": args.threads,
     }
     if args.checkpoint:
         if args.tracking_uri:
@@ -94,7 +121,8 @@ def run(args: argparse.Namespace) -> int:
     roots = [Path(p) for p in args.paths]
     out_dir = Path(args.annotate) if args.annotate else None
     records = []
-    for result in predictor.predict_frames(iter_frames(args.paths, args.every)):
+    results = predictor.predict_frames(iter_frames(args.paths, args.every))
+    for result in track_faces(results, smooth=args.smooth):
         records.extend(result.records)
         if out_dir is not None and result.frame is not None:
             frame = result.frame
@@ -109,7 +137,9 @@ def run(args: argparse.Namespace) -> int:
     names = predictor.class_names
     if args.csv:
         table = pd.DataFrame([r.as_row(names) for r in records])
-        table = table.astype({c: "Int64" for c in ("frame", "x", "y", "w", "h")})  # blanks stay
+        table = table.astype(
+            {c: "Int64" for c in ("frame", "track", "x", "y", "w", "h")}
+        )  # blanks stay
         atomic_write(Path(args.csv), table.to_csv(index=False).encode())
     if args.json:
         text = json.dumps([asdict(r) for r in records], indent=2)
