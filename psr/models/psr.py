@@ -8,7 +8,8 @@ Data flow for ``multiples=[1, 2, 1]`` and input ``[B, 3, S, S]``::
     branch 2: t                       -> low[2] -> high -> head -> logits
 
 ``low`` holds one copy of the early VGG layers per branch (they see different scales); ``high``
-and ``head`` are one module applied to every branch.
+and ``head`` are one module applied to every branch. In eval mode branches whose features have
+the same size (SR and full) go through ``high`` and ``head`` as one concatenated batch.
 """
 
 from __future__ import annotations
