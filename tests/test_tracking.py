@@ -143,10 +143,11 @@ def test_video_faces_keep_their_track_and_time(video, checkpoint):
 
 
 @pytest.mark.slow
-def test_cli_writes_time_and_track_columns(video, checkpoint, tmp_path):
+def test_cli_writes_time_and_track_columns_through_onnxruntime(video, checkpoint, tmp_path):
     out = tmp_path / "faces.csv"
     args = ["predict", str(video), "--checkpoint", str(checkpoint), "--every", "2"]
-    assert main([*args, "--csv", str(out), "--smooth", "0.5"]) == 0
+    onnx = ["--runtime", "onnx", "--threads", "1"]
+    assert main([*args, *onnx, "--csv", str(out), "--smooth", "0.5"]) == 0
     table = pd.read_csv(out)
     assert list(table.columns[:4]) == ["source", "frame", "time_s", "track"]
     assert table["time_s"].tolist() == pytest.approx((table["frame"] / FPS).tolist())
