@@ -101,13 +101,15 @@ def run(args: argparse.Namespace) -> int:
         import torch
 
         torch.set_num_threads(args.threads)
+    # onnxruntime runs on the CPU here: "auto" must not pick a GPU the session cannot use
+    device = "cpu" if args.runtime == "onnx" and args.device == "auto" else args.device
     options = {
         "detect": not args.no_detect,
         "detector": args.detector,
         "yunet_model": args.yunet_model,
         "max_side": args.max_side,
         "margin": args.margin,
-        "device": resolve_device(args.device),
+        "device": resolve_device(device),
         "batch_size": args.batch_size,
         "runtime": args.runtime,
         "threads": args.threads,
