@@ -1,26 +1,44 @@
-"""Inference speed of the Predictor: latency per image (p50/p95) with and without face detection,
-and batch throughput, for a small model and the paper's configuration (random weights).
+"""Inference speed of the Predictor per runtime: latency per image (p50/p95) for one face crop, one
+720p photo with Haar detection and a batch of crops, for a small model and the paper's
+configuration (random weights), as a ratio to PyTorch eager and a fraction of the FLOP ceiling.
 
-    .venv/bin/python bench/inference.py [--runs 20] [--batch 32] [--device cpu] [--threads N]
+    .venv/bin/python bench/inference.py [--runs 20] [--batch 32] [--threads N]
+        [--models small paper] [--runtimes eager eager-fold onnx onnx-nofold onnx-basic]
 
-Numbers depend on the machine and its load: compare rows of the same run only.
+Runtimes: ``eager`` (PyTorch, the model as trained), ``eager-fold`` (PyTorch with BatchNorm
+folded into the convolutions), ``onnx`` (onnxruntime, BatchNorm folded before export, all graph
+optimisations: ``Predictor(runtime="onnx")``), ``onnx-nofold`` (the same without folding before
+export: onnxruntime's own fusions only) and ``onnx-basic`` (folded, basic optimisations only).
+
+The runtimes of a case are timed interleaved, call by call, so a load change on a shared machine
+hits all of them alike: compare rows of the same run only. The FLOP ceiling is measured in the
+same interleaved rounds (a 1024^3 float32 matrix product at the same thread count, so a loaded
+machine lowers it too), and so is Haar detection alone, which a photo's model time leaves out.
+FLOPs per
+image are counted by ``torch.utils.flop_counter.FlopCounterMode`` on the eager model (convs,
+matmuls and linears; it leaves out pooling, BatchNorm and the STN's sampling).
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import os
 import time
+from collections.abc import Callable
 
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
 import numpy as np
 import torch
+from torch.utils.flop_counter import FlopCounterMode
 
 from psr.data.synthetic.frontal import frontal_face
 from psr.detect import HaarDetector
 from psr.inference import Predictor
-from psr.models import create_model
+from psr.models import FusedModel, create_model
+from psr.models.fusion import fuse_conv_bn
+from psr.runtime_onnx import OnnxClassifier
 
 NAMES = ("neutral", "happiness", "surprise", "sadness", "anger", "disgust", "fear", "contempt")
 CONFIGS = {
@@ -29,6 +47,7 @@ CONFIGS = {
     # The paper (FER+): full vgg16_bn, EDSR-baseline x2 with 16 blocks of 64 channels, S = 96.
     "paper": {"image_size": 96},
 }
+RUNTIMES = ("eager", "eager-fold", "onnx", "onnx-nofold", "onnx-basic")
 
 
 def photo(height: int, width: int, face: int) -> np.ndarray:
@@ -39,77 +58,141 @@ def photo(height: int, width: int, face: int) -> np.ndarray:
     return canvas
 
 
-def timed(fn, runs: int, warmup: int = 2) -> np.ndarray:
-    """Seconds of each of ``runs`` calls after ``warmup`` untimed calls."""
+def timed(fns: dict[str, Callable[[], object]], runs: int, warmup: int = 2) -> dict[str, list]:
+    """Seconds of ``runs`` calls of every function, interleaved call by call after ``warmup``
+    untimed rounds."""
     for _ in range(warmup):
-        fn()
-    times = []
+        for fn in fns.values():
+            fn()
+    times: dict[str, list] = {name: [] for name in fns}
     for _ in range(runs):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return np.array(times)
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - start)
+    return times
+
+
+SGEMM = 1024
+_A, _B = torch.randn(SGEMM, SGEMM), torch.randn(SGEMM, SGEMM)
+
+
+def sgemm() -> torch.Tensor:
+    """One float32 matrix product of 2 * SGEMM^3 FLOPs: the ceiling's probe."""
+    return torch.mm(_A, _B)
+
+
+def gflop_per_image(model: torch.nn.Module, image_size: int) -> float:
+    """FLOPs of one eval forward pass, counted by FlopCounterMode, in GFLOP."""
+    with torch.inference_mode(), FlopCounterMode(display=False) as counter:
+        FusedModel(model).eval()(torch.randn(1, 3, image_size, image_size))
+    return counter.get_total_flops() / 1e9
+
+
+def predictors(model, name: str, runtimes, threads: int) -> dict[str, Predictor]:
+    """One Predictor of face crops per runtime, over the same weights."""
+    size = CONFIGS[name]["image_size"]
+    built: dict[str, Predictor] = {}
+    folded = fuse_conv_bn(model) if "eager-fold" in runtimes else None
+    for runtime in runtimes:
+        if runtime == "eager":
+            built[runtime] = Predictor(model, NAMES, size)
+        elif runtime == "eager-fold":
+            built[runtime] = Predictor(folded, NAMES, size)
+        elif runtime == "onnx":
+            built[runtime] = Predictor(model, NAMES, size, runtime="onnx", threads=threads)
+        else:  # an ONNX variant: the same Predictor with another session behind it
+            predictor = Predictor(model, NAMES, size)
+            predictor._onnx = OnnxClassifier.from_model(
+                model,
+                threads=threads,
+                fold_batch_norm=runtime != "onnx-nofold",
+                optimization="basic" if runtime == "onnx-basic" else "all",
+            )
+            built[runtime] = predictor
+    return built
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--runs", type=int, default=20, help="timed calls per latency row")
     parser.add_argument("--batch", type=int, default=32, help="faces per throughput batch")
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
+    parser.add_argument("--threads", type=int, default=0, help="torch/onnxruntime threads")
     parser.add_argument("--models", nargs="+", default=list(CONFIGS), choices=list(CONFIGS))
+    parser.add_argument("--runtimes", nargs="+", default=list(RUNTIMES), choices=RUNTIMES)
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+    threads = torch.get_num_threads()
     torch.manual_seed(0)
     crop = photo(96, 96, 80)  # a face crop, as with --no-detect
     big = photo(720, 1280, 200)  # a 720p frame with one face
-    huge = photo(3000, 4000, 900)  # a 12 MP photo (downscaled to 1024 px for detection)
-    batch = [crop] * args.batch
     haar = HaarDetector()
-    assert haar.detect(big) and haar.detect(huge), "the benchmark face must be detectable"
-
-    print(f"device {args.device}, torch threads {torch.get_num_threads()}, runs {args.runs}")
-    header = f"{'model':<7} {'params':>7} {'case':<28} {'p50 ms':>9} {'p95 ms':>9} {'img/s':>8}"
+    assert haar.detect(big), "the benchmark face must be detectable"
+    print(f"cpu, {threads} threads (torch and onnxruntime), runs {args.runs}")
+    header = (
+        f"{'model':<6} {'GFLOP':>6} {'runtime':<12} {'case':<24} {'p50 ms':>8} {'p95 ms':>8} "
+        f"{'img/s':>7} {'x eager':>8} {'of ceil':>8} {'ceil GFLOP/s':>12}"
+    )
     print(header)
     print("-" * len(header))
 
-    def row(model: str, params: str, case: str, seconds: np.ndarray, images: int = 1) -> None:
-        p50, p95 = np.percentile(seconds, [50, 95]) * 1000
-        rate = images / np.median(seconds)
-        print(f"{model:<7} {params:>7} {case:<28} {p50:>9.1f} {p95:>9.1f} {rate:>8.1f}")
-
-    row("-", "-", "Haar detection, 720p", timed(lambda: haar.detect(big), args.runs))
-    row("-", "-", "Haar detection, 12 MP", timed(lambda: haar.detect(huge), args.runs))
     for name in args.models:
-        model = create_model("psr", num_classes=len(NAMES), **CONFIGS[name])
-        params = f"{sum(p.numel() for p in model.parameters()) / 1e6:.1f}M"
-        plain = Predictor(model, NAMES, CONFIGS[name]["image_size"], device=args.device)
-        detecting = Predictor(
-            model, NAMES, CONFIGS[name]["image_size"], detector=haar, device=args.device
-        )
-        assert detecting.predict_arrays([big])[0].status == "ok"
-        row(
-            name,
-            params,
-            "1 crop, no detection",
-            timed(lambda p=plain: p.predict_arrays([crop]), args.runs),
-        )
-        row(
-            name,
-            params,
-            "1 photo 720p, detection",
-            timed(lambda p=detecting: p.predict_arrays([big]), args.runs),
-        )
-        plain.batch_size = args.batch
-        runs = max(3, args.runs // 4)
-        row(
-            name,
-            params,
-            f"batch of {args.batch} crops",
-            timed(lambda p=plain: p.predict_arrays(batch), runs, warmup=1),
-            images=args.batch,
-        )
+        model = create_model("psr", num_classes=len(NAMES), **CONFIGS[name]).eval()
+        gflop = gflop_per_image(model, CONFIGS[name]["image_size"])
+        plain = predictors(model, name, args.runtimes, threads)
+        detecting = {r: copy.copy(p) for r, p in plain.items()}  # the same model or session
+        for predictor in detecting.values():
+            predictor.detector = haar
+        for predictor in plain.values():
+            predictor.batch_size = args.batch
+        assert all(p.predict_arrays([big])[0].status == "ok" for p in detecting.values())
+        batch = [crop] * args.batch
+        cases = {
+            "1 crop": ({r: lambda p=p: p.predict_arrays([crop]) for r, p in plain.items()}, 1),
+            "1 photo 720p + Haar": (
+                {r: lambda p=p: p.predict_arrays([big]) for r, p in detecting.items()},
+                1,
+            ),
+            f"batch of {args.batch} crops": (
+                {r: lambda p=p, b=batch: p.predict_arrays(b) for r, p in plain.items()},
+                args.batch,
+            ),
+        }
+        for case, (fns, images) in cases.items():
+            runs = args.runs if images == 1 else max(3, args.runs // 4)
+            probes = {"haar": lambda: haar.detect(big)} if "Haar" in case else {}
+            times = timed({**fns, "sgemm": sgemm, **probes}, runs, warmup=2 if images == 1 else 1)
+            ceiling = 2 * SGEMM**3 / np.median(times.pop("sgemm")) / 1e9  # GFLOP/s
+            detect_ms = np.median(times.pop("haar")) * 1000 if "Haar" in case else 0.0
+            eager = np.median(times["eager"]) if "eager" in times else float("nan")
+            for runtime, seconds in times.items():
+                per_image = np.array(seconds) / images
+                p50, p95 = np.percentile(per_image, [50, 95]) * 1000
+                ratio = eager / np.median(seconds)
+                model_ms = p50 - detect_ms
+                share = gflop / (model_ms / 1000) / ceiling if model_ms > 0 else float("nan")
+                print(
+                    f"{name:<6} {gflop:>6.2f} {runtime:<12} {case:<24} {p50:>8.1f} {p95:>8.1f} "
+                    f"{1000 / p50:>7.1f} {ratio:>7.2f}x {share:>8.1%} {ceiling:>12.0f}"
+                )
+            if detect_ms:
+                print(f"{name:<6} {'':>6} {'Haar alone':<12} {case:<24} {detect_ms:>8.1f}")
+        single = {r: lambda p=p: p.predict_arrays([crop]) for r, p in plain.items()}
+        whole = {f"{r} batch": lambda p=p, b=batch: p.predict_arrays(b) for r, p in plain.items()}
+        times = timed({**single, **whole}, max(3, args.runs // 4), warmup=1)
+        for runtime in plain:
+            one = np.median(times[runtime])
+            per = np.median(times[f"{runtime} batch"]) / args.batch
+            print(
+                f"{name:<6} batch {args.batch} vs 1 crop, {runtime:<12} interleaved: "
+                f"{per * 1000:.1f} vs {one * 1000:.1f} ms per image ({one / per:.2f}x)"
+            )
+    print(
+        "x eager: eager p50 / this p50 in the same case. of ceil: GFLOP per image / model time "
+        "per image / ceiling (the matmul rate in the same rounds); a photo's model time is its "
+        "p50 less Haar detection alone in the same rounds."
+    )
 
 
 if __name__ == "__main__":

@@ -50,9 +50,8 @@ class ONNXModel(mlflow.pyfunc.PythonModel):
     """Face crops or photos in, per-class probabilities out, on onnxruntime."""
 
     def load_context(self, context: mlflow.pyfunc.PythonModelContext) -> None:
-        import onnxruntime as ort
-
         from psr.detect import create_detector
+        from psr.runtime_onnx import OnnxClassifier, create_session
 
         with open(context.artifacts[PREPROCESSING_ARTIFACT]) as f:
             config = json.load(f)
@@ -60,18 +59,13 @@ class ONNXModel(mlflow.pyfunc.PythonModel):
         self.preprocess = Preprocess(
             config["image_size"], config["mean"], config["std"], config.get("grayscale", False)
         )
-        self.session = ort.InferenceSession(
-            context.artifacts[ONNX_ARTIFACT], providers=["CPUExecutionProvider"]
-        )
-        self.input_name = self.session.get_inputs()[0].name
+        self.classify = OnnxClassifier(create_session(context.artifacts[ONNX_ARTIFACT]))
         self.batch_size = int(config.get("batch_size", 32))
         self.detector = create_detector("auto")
 
     def probabilities(self, crops) -> np.ndarray:
         rows = [
-            self.session.run(
-                None, {self.input_name: self.preprocess(crops[i : i + self.batch_size])}
-            )[0]
+            self.classify(self.preprocess(crops[i : i + self.batch_size]))
             for i in range(0, len(crops), self.batch_size)
         ]
         return np.concatenate(rows) if rows else np.zeros((0, len(self.class_names)), np.float32)

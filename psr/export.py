@@ -17,9 +17,9 @@ import torch
 from psr.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from psr.fileio import atomic_path
 from psr.models import FusedModel, PSRNet, load_model
+from psr.models.fusion import fuse_conv_bn
+from psr.runtime_onnx import INPUT_NAME, OUTPUT_NAME
 
-INPUT_NAME = "image"
-OUTPUT_NAME = "probabilities"
 OPSET = 18
 
 
@@ -41,25 +41,19 @@ def _onnx_program(model: PSRNet, image_size: int) -> onnx.ModelProto:
     return program.model_proto
 
 
-def export_onnx(
-    checkpoint_or_model: str | Path | PSRNet,
-    out_path: str | Path,
-    *,
-    class_names: list[str] | None = None,
-) -> Path:
-    """Export a checkpoint (from ``save_model``) or a model to ``out_path`` atomically.
+def onnx_model(
+    model: PSRNet, class_names: list[str] | None = None, *, fold_batch_norm: bool = True
+) -> onnx.ModelProto:
+    """The ONNX graph of ``model`` (fused probabilities) with its metadata, in memory.
 
-    For a bare model, class names default to ``class_0..class_{K-1}``.
-    """
-    if isinstance(checkpoint_or_model, PSRNet):
-        model = checkpoint_or_model
-        names = class_names or [f"class_{i}" for i in range(model.num_classes)]
-    else:
-        model, info = load_model(checkpoint_or_model)
-        names = class_names or info["class_names"]
+    ``fold_batch_norm`` exports an eval copy whose BatchNorms are folded into the convolutions
+    before them (:func:`psr.models.fusion.fuse_conv_bn`); the function is the same.
+    Class names default to ``class_0..class_{K-1}``. ``model`` is left in its mode."""
+    names = class_names or [f"class_{i}" for i in range(model.num_classes)]
     was_training = model.training
     try:
-        proto = _onnx_program(model.eval(), model.image_size)
+        source = fuse_conv_bn(model) if fold_batch_norm else model.eval()
+        proto = _onnx_program(source, model.image_size)
     finally:
         model.train(was_training)
     metadata = {
@@ -71,6 +65,25 @@ def export_onnx(
         "output": f"float32 [B, {model.num_classes}], mean of per-branch softmax",
     }
     onnx.helper.set_model_props(proto, metadata)
+    return proto
+
+
+def export_onnx(
+    checkpoint_or_model: str | Path | PSRNet,
+    out_path: str | Path,
+    *,
+    class_names: list[str] | None = None,
+) -> Path:
+    """Export a checkpoint (from ``save_model``) or a model to ``out_path`` atomically.
+
+    For a bare model, class names default to ``class_0..class_{K-1}``.
+    """
+    if isinstance(checkpoint_or_model, PSRNet):
+        model, names = checkpoint_or_model, class_names
+    else:
+        model, info = load_model(checkpoint_or_model)
+        names = class_names or info["class_names"]
+    proto = onnx_model(model, names)
     out_path = Path(out_path)
     with atomic_path(out_path) as tmp:
         onnx.save_model(proto, tmp)
@@ -81,8 +94,6 @@ def max_abs_difference(
     model: PSRNet, onnx_path: str | Path, batch: int = 3, seed: int = 0
 ) -> float:
     """Largest |PyTorch - onnxruntime| probability on a random normalised batch."""
-    import onnxruntime as ort
-
     generator = torch.Generator().manual_seed(seed)
     x = torch.randn(batch, 3, model.image_size, model.image_size, generator=generator)
     was_training = model.training
@@ -90,6 +101,7 @@ def max_abs_difference(
     with torch.no_grad():
         expected = FusedModel(model)(x).numpy()
     model.train(was_training)
-    session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
-    (got,) = session.run([OUTPUT_NAME], {INPUT_NAME: x.numpy()})
+    from psr.runtime_onnx import create_session
+
+    (got,) = create_session(onnx_path).run([OUTPUT_NAME], {INPUT_NAME: x.numpy()})
     return float(np.abs(got - expected).max())

@@ -40,13 +40,17 @@ from psr.uris import redact
 VIDEO_SUFFIXES = frozenset({".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg"})
 
 Status = Literal["ok", "no_face", "error"]
+Runtime = Literal["torch", "onnx"]
+RUNTIMES: tuple[str, ...] = ("torch", "onnx")
 
 
 @dataclass(frozen=True)
 class FaceRecord:
-    """One face (or one problem) in one frame. ``frame`` is the video frame index (None for a
-    still image); ``box`` is ``(x, y, w, h)`` in original pixels (the whole image without
-    detection); ``probabilities`` maps every class name to its probability."""
+    """One face (or one problem) in one frame. ``frame`` is the video frame index and ``time_s``
+    its time in seconds (both None for a still image; ``time_s`` None when the video states no
+    frame rate); ``box`` is ``(x, y, w, h)`` in original pixels (the whole image without
+    detection); ``probabilities`` maps every class name to its probability; ``track`` is the
+    face's id across a video's frames (``psr.face_tracks.track_faces``; None untracked)."""
 
     source: str
     frame: int | None
@@ -56,6 +60,8 @@ class FaceRecord:
     probabilities: dict[str, float] = field(default_factory=dict)
     status: Status = "ok"
     message: str = ""
+    time_s: float | None = None
+    track: int | None = None
 
     def as_row(self, class_names: Sequence[str]) -> dict[str, Any]:
         """Flat dict for CSV: box split into x/y/w/h and one ``p_<class>`` column per class."""
@@ -63,6 +69,8 @@ class FaceRecord:
         row: dict[str, Any] = {
             "source": self.source,
             "frame": self.frame,
+            "time_s": self.time_s,
+            "track": self.track,
             "x": x,
             "y": y,
             "w": w,
@@ -79,11 +87,13 @@ class FaceRecord:
 
 @dataclass
 class Frame:
-    """A decoded RGB frame ``[H, W, 3]`` of ``source`` (``index`` set for video frames)."""
+    """A decoded RGB frame ``[H, W, 3]`` of ``source`` (``index`` and ``time_s``, the index over
+    the frame rate, set for video frames)."""
 
     source: str
     index: int | None
     image: np.ndarray
+    time_s: float | None = None
 
 
 @dataclass
@@ -95,14 +105,16 @@ class FrameResult:
 
 
 def read_video(path: str | Path, every: int = 30) -> Iterator[Frame]:
-    """Every ``every``-th frame of a video (frame 0 first), RGB. Raises ValueError naming the
-    file if it cannot be opened or no frame decodes."""
+    """Every ``every``-th frame of a video (frame 0 first), RGB, with its time (index / frame
+    rate; None when the file states no rate). Raises ValueError naming the file if it cannot
+    be opened or no frame decodes."""
     if every < 1:
         raise ValueError(f"every must be >= 1, got {every}")
     capture = cv2.VideoCapture(str(path))
     try:
         if not capture.isOpened():
             raise ValueError(f"{path}: cannot open as a video")
+        fps = capture.get(cv2.CAP_PROP_FPS)
         index = 0
         decoded = 0
         while capture.grab():  # grab() skips decoding of the frames we do not keep
@@ -110,7 +122,8 @@ def read_video(path: str | Path, every: int = 30) -> Iterator[Frame]:
                 ok, bgr = capture.retrieve()
                 if ok:
                     decoded += 1
-                    yield Frame(str(path), index, cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
+                    rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+                    yield Frame(str(path), index, rgb, index / fps if fps > 0 else None)
             index += 1
         if decoded == 0:
             raise ValueError(f"{path}: no video frame could be decoded")
@@ -154,7 +167,9 @@ class Predictor:
     ``detector=None`` treats every input image as one pre-cropped face. ``grayscale=True`` converts
     crops to gray first, for models trained on gray data (FER+). ``align=True`` warps each face
     whose box has landmarks (MTCNN, YuNet) onto the training data's layout (``psr.align``);
-    faces without landmarks (Haar) are cropped with ``margin`` instead.
+    faces without landmarks (Haar) are cropped with ``margin`` instead. ``runtime="onnx"`` exports
+    the model once (in memory, BatchNorm folded) and classifies through onnxruntime on the CPU
+    with ``threads`` intra-op threads (0: one per core); ``"torch"`` runs the model eagerly.
     """
 
     def __init__(
@@ -169,11 +184,23 @@ class Predictor:
         grayscale: bool = False,
         device: str | torch.device = "cpu",
         batch_size: int = 32,
+        runtime: Runtime = "torch",
+        threads: int = 0,
     ):
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if runtime not in RUNTIMES:
+            raise ValueError(f"runtime must be one of {list(RUNTIMES)}, got {runtime!r}")
         self.device = torch.device(device)
+        if runtime == "onnx" and self.device.type != "cpu":
+            raise ValueError(f"runtime 'onnx' runs on the CPU, not on device {self.device}")
         self.model = model.to(self.device).eval()
+        self.runtime = runtime
+        self._onnx = None
+        if runtime == "onnx":
+            from psr.runtime_onnx import OnnxClassifier
+
+            self._onnx = OnnxClassifier.from_model(self.model, threads=threads)
         self.class_names = tuple(class_names)
         self.image_size = int(image_size)
         self.transform = eval_transform(self.image_size)
@@ -248,17 +275,24 @@ class Predictor:
             batch = torch.stack(
                 [self._prepare(to_rgb(f, name=f"image {start + i}")) for i, f in enumerate(chunk)]
             )  # [B, 3, S, S]
-            fused, _ = predict_batch(self.model, batch.to(self.device))
-            rows.append(fused.cpu().numpy())
+            rows.append(self._classify(batch))
         if not rows:
             return np.zeros((0, len(self.class_names)), dtype=np.float32)
         return np.concatenate(rows)
+
+    def _classify(self, batch: torch.Tensor) -> np.ndarray:
+        """Normalised crops ``[B, 3, S, S]`` -> fused probabilities ``[B, K]``."""
+        if self._onnx is not None:
+            return self._onnx(batch.numpy())
+        fused, _ = predict_batch(self.model, batch.to(self.device))
+        return fused.cpu().numpy()
 
     def _record(self, frame: Frame, box: Box, probs: np.ndarray) -> FaceRecord:
         top = int(probs.argmax())
         return FaceRecord(
             source=frame.source,
             frame=frame.index,
+            time_s=frame.time_s,
             box=box.as_tuple(),
             expression=self.class_names[top],
             probability=float(probs[top]),
@@ -298,7 +332,14 @@ class Predictor:
                 where = "" if item.index is None else f" in frame {item.index}"
                 message = f"{item.source}: no face found{where}"
                 record = FaceRecord(
-                    item.source, item.index, None, None, None, status="no_face", message=message
+                    item.source,
+                    item.index,
+                    None,
+                    None,
+                    None,
+                    status="no_face",
+                    message=message,
+                    time_s=item.time_s,
                 )
                 yield FrameResult(item, [record])
                 continue

@@ -43,6 +43,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--annotate", help="write copies with boxes and labels into this folder")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, ...")
     parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument(
+        "--runtime",
+        choices=("torch", "onnx"),
+        default="torch",
+        help="onnx: export once in memory and classify through onnxruntime (CPU, fastest)",
+    )
+    parser.add_argument(
+        "--threads", type=int, default=0, help="CPU threads for torch/onnxruntime (0: default)"
+    )
+    parser.add_argument(
+        "--smooth",
+        type=float,
+        metavar="ALPHA",
+        help="video: average each face track's probabilities, p = ALPHA * frame + "
+        "(1 - ALPHA) * previous (0 < ALPHA <= 1)",
+    )
 
 
 def annotated_path(out_dir: Path, source: str, frame: int | None, roots: list[Path]) -> Path:
@@ -120,11 +136,22 @@ def run(args: argparse.Namespace) -> int:
     import pandas as pd
 
     from psr.device import resolve_device
+    from psr.face_tracks import track_faces
     from psr.fileio import atomic_write
     from psr.inference import Predictor, annotate, iter_frames
 
     if args.every < 1:
         raise ValueError(f"--every must be >= 1, got {args.every}")
+    if args.smooth is not None and not 0 < args.smooth <= 1:
+        raise ValueError(f"--smooth must be in (0, 1], got {args.smooth}")
+    if args.threads < 0:
+        raise ValueError(f"--threads must be >= 0, got {args.threads}")
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    # onnxruntime runs on the CPU here: "auto" must not pick a GPU the session cannot use
+    device = "cpu" if args.runtime == "onnx" and args.device == "auto" else args.device
     options = {
         "detect": not args.no_detect,
         "detector": args.detector,
@@ -132,8 +159,10 @@ def run(args: argparse.Namespace) -> int:
         "max_side": args.max_side,
         "margin": args.margin,
         "align": not args.no_align,
-        "device": resolve_device(args.device),
+        "device": resolve_device(device),
         "batch_size": args.batch_size,
+        "runtime": args.runtime,
+        "threads": args.threads,
     }
     if args.checkpoint:
         if args.tracking_uri:
@@ -145,7 +174,8 @@ def run(args: argparse.Namespace) -> int:
     roots = [Path(p) for p in args.paths]
     out_dir = Path(args.annotate) if args.annotate else None
     records = []
-    for result in predictor.predict_frames(iter_frames(args.paths, args.every)):
+    results = predictor.predict_frames(iter_frames(args.paths, args.every))
+    for result in track_faces(results, smooth=args.smooth):
         records.extend(result.records)
         if out_dir is not None and result.frame is not None:
             frame = result.frame
@@ -160,7 +190,9 @@ def run(args: argparse.Namespace) -> int:
     names = predictor.class_names
     if args.csv:
         table = pd.DataFrame([r.as_row(names) for r in records])
-        table = table.astype({c: "Int64" for c in ("frame", "x", "y", "w", "h")})  # blanks stay
+        table = table.astype(
+            {c: "Int64" for c in ("frame", "track", "x", "y", "w", "h")}
+        )  # blanks stay
         atomic_write(Path(args.csv), table.to_csv(index=False).encode())
     if args.json:
         text = json.dumps([asdict(r) for r in records], indent=2)

@@ -8,7 +8,8 @@ Data flow for ``multiples=[1, 2, 1]`` and input ``[B, 3, S, S]``::
     branch 2: t                       -> low[2] -> high -> head -> logits
 
 ``low`` holds one copy of the early VGG layers per branch (they see different scales); ``high``
-and ``head`` are one module applied to every branch.
+and ``head`` are one module applied to every branch. In eval mode branches whose features have
+the same size (SR and full) go through ``high`` and ``head`` as one concatenated batch.
 """
 
 from __future__ import annotations
@@ -107,11 +108,29 @@ class PSRNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``x: [B, 3, S, S]`` (normalised) -> branch logits ``[B, n_branches, K]``."""
-        logits = [
-            self.head(self.high(low(inp)))  # [B, K]
-            for low, inp in zip(self.low, self.branch_inputs(x), strict=True)
-        ]
-        return torch.stack(logits, dim=1)
+        features = [low(inp) for low, inp in zip(self.low, self.branch_inputs(x), strict=True)]
+        if self.training:  # BatchNorm statistics are per branch: each branch runs on its own
+            logits = [self.head(self.high(f)) for f in features]  # [B, K] each
+            return torch.stack(logits, dim=1)
+        return torch.stack(self._shared_eval(features), dim=1)
+
+    def _shared_eval(self, features: list[torch.Tensor]) -> list[torch.Tensor]:
+        """Branch logits with same-size features (the SR and full branches) concatenated along
+        the batch through the shared ``high`` and ``head`` in one call: in eval mode every layer
+        there is per sample, so this only saves calls and feeds the GEMMs larger batches."""
+        by_shape: dict[tuple[int, ...], list[int]] = {}
+        for i, f in enumerate(features):
+            by_shape.setdefault(tuple(f.shape[1:]), []).append(i)
+        logits: list[torch.Tensor] = [torch.empty(0)] * len(features)
+        for group in by_shape.values():
+            batch = (
+                torch.cat([features[i] for i in group]) if len(group) > 1 else features[group[0]]
+            )
+            out = self.head(self.high(batch))  # [len(group) * B, K]
+            size = features[group[0]].shape[0]
+            for k, i in enumerate(group):
+                logits[i] = out[k * size : (k + 1) * size]
+        return logits
 
     def param_groups(self) -> list[list[nn.Parameter]]:
         """Parameters for discriminative learning rates: [STN + SR], [high + head], [low]."""

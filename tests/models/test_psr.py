@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from copy import deepcopy
+
 import pytest
 import torch
 from torch import nn
@@ -44,12 +46,14 @@ def test_low_resolution_branches_send_no_gradient_to_the_stn() -> None:
 
 
 def test_high_part_and_head_are_shared_by_all_branches() -> None:
-    model = create_model("psr", num_classes=7, image_size=64, **SMALL).eval()
-    calls = {"high": 0, "head": 0}
-    model.high.register_forward_hook(lambda *_: calls.__setitem__("high", calls["high"] + 1))
-    model.head.register_forward_hook(lambda *_: calls.__setitem__("head", calls["head"] + 1))
+    model = create_model("psr", num_classes=7, image_size=64, **SMALL).train()
+    batches = []
+    model.high.register_forward_hook(lambda _m, args, _o: batches.append(args[0].shape[0]))
     model(torch.randn(2, 3, 64, 64))
-    assert calls == {"high": 3, "head": 3}
+    assert batches == [2, 2, 2]  # training: one call per branch (BatchNorm stats per branch)
+    batches.clear()
+    model.eval()(torch.randn(2, 3, 64, 64))
+    assert batches == [2, 4]  # eval: the same-size SR and full branches share one call
     keys = model.state_dict().keys()
     assert any(k.startswith("high.0.") for k in keys)
     assert not any(k.startswith(("high.1.0", "head.0.0")) for k in keys)
@@ -110,3 +114,31 @@ def test_stn_runs_in_float32_under_bf16_autocast() -> None:
     # only the bf16 input's rounding differs, not the grid: close to the float32 result
     torch.testing.assert_close(out, stn(x.bfloat16().float()), atol=1e-5, rtol=1e-5)
     assert float((out - expected).abs().max()) < 0.05
+
+
+@pytest.mark.parametrize("multiples", [[1, 2, 1], [1, 2, 4, 1], [1]])
+def test_eval_forward_equals_each_branch_on_its_own(multiples: list[int]) -> None:
+    """Eval mode batches same-size branches through ``high`` and ``head``: a pure speedup."""
+    torch.manual_seed(0)
+    model = create_model("psr", num_classes=7, image_size=128, multiples=multiples, **SMALL)
+    model.train()(torch.randn(4, 3, 128, 128))  # non-default BatchNorm statistics
+    model.eval()
+    x = torch.randn(3, 3, 128, 128)
+    with torch.no_grad():
+        inputs = model.branch_inputs(x)
+        alone = [model.head(model.high(low(i))) for low, i in zip(model.low, inputs, strict=True)]
+        torch.testing.assert_close(model(x), torch.stack(alone, dim=1), atol=1e-5, rtol=1e-5)
+
+
+def test_training_forward_keeps_batchnorm_statistics_per_branch() -> None:
+    torch.manual_seed(0)
+    model = create_model("psr", num_classes=7, image_size=64, **SMALL).train()
+    twin = deepcopy(model)
+    x = torch.randn(4, 3, 64, 64)
+    torch.manual_seed(1)
+    got = model(x)
+    torch.manual_seed(1)  # the same dropout masks
+    inputs = twin.branch_inputs(x)
+    alone = [twin.head(twin.high(low(i))) for low, i in zip(twin.low, inputs, strict=True)]
+    torch.testing.assert_close(got, torch.stack(alone, dim=1))
+    torch.testing.assert_close(model.high[0][1].running_mean, twin.high[0][1].running_mean)
