@@ -10,8 +10,9 @@ The policies every training shares, settled here once:
 - **outputs**: ``best.pt`` and ``last.pt`` in ``out``; ``history.csv`` (rewritten every epoch)
   and ``metrics.json`` in ``reports`` (default ``out``);
 - **resuming**: ``last.pt`` records the run's :func:`identity` (model config, data, prior and
-  weight files, by digest) beside its train config; ``resume="auto"`` continues it only when
-  both match, so an interrupted run ends bit-identical to an uninterrupted one.
+  weight files, by digest; under torchrun the world size) beside its train config;
+  ``resume="auto"`` continues it only when both match, so an interrupted run ends
+  bit-identical to an uninterrupted one.
 """
 
 from __future__ import annotations
