@@ -112,7 +112,10 @@ def publish(work: Path, target: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog=f"python -m {MODULE}", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog=f"python -m {MODULE}",
+        description="the DVC train stage (dvc.yaml runs it without arguments)",
+    )
     parser.add_argument(
         "--node-rank",
         type=int,
