@@ -3,7 +3,8 @@
 One section per stage. A section that configures a library job is that job's own pydantic
 model (``prepare``, ``priors``, ``sr_pretrain``, ``evaluate``: the configs of :mod:`psr.jobs`;
 ``model`` = :class:`ModelConfig`, ``train`` = :class:`TrainConfig`, ``download.synth`` =
-:class:`SynthConfig`); the pipeline's own sections (download, tune, register) are defined here.
+:class:`SynthConfig`); the pipeline's own sections (download, tune, distributed, register) are
+defined here.
 Every model forbids unknown keys, so a typo is an error that names the key
 (``params.yaml: train.phase1.lr: Extra inputs are not permitted``), never a silent default.
 Types are strict: ``epochs: true`` or ``batch_size: "32"`` are errors, not 1 and 32 (numbers
@@ -19,7 +20,14 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from pipeline.paths import PARAMS_FILE, RAW_DIR, prepared_dir
 from psr.data.ferplus import VoteMode
@@ -128,6 +136,46 @@ class TuneParams(Section):
     )
 
 
+class DistributedParams(Section):
+    """How the train stage runs: one process (the default) or ``torchrun`` processes with DDP
+    (:mod:`pipeline.launch`). ``nproc_per_node * nnodes`` processes each train on their shard
+    of every batch (``train.batch_size`` is per process), so the world size changes the
+    results: a DVC dependency of the train stage. Tuning trials always run in one process."""
+
+    nproc_per_node: int = Field(
+        1, ge=1, description="training processes on each machine (one per GPU on CUDA)"
+    )
+    nnodes: int = Field(1, ge=1, description="machines; >1 needs rdzv_endpoint")
+    rdzv_endpoint: str | None = Field(
+        None,
+        description="host:port of node 0 (the machine that runs dvc repro), where the other "
+        "nodes meet it; null on one machine (a free local port)",
+    )
+
+    @field_validator("rdzv_endpoint")
+    @classmethod
+    def _endpoint(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
+        host, sep, port = value.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError(f"expected host:port with a port in 1-65535, got {value!r}")
+        return value
+
+    @model_validator(mode="after")
+    def _reachable(self) -> DistributedParams:
+        if self.nnodes > 1 and self.rdzv_endpoint is None:
+            raise ValueError(
+                f"nnodes is {self.nnodes}: set rdzv_endpoint to node 0's host:port, where the "
+                "other nodes join it"
+            )
+        return self
+
+    @property
+    def world_size(self) -> int:
+        return self.nproc_per_node * self.nnodes
+
+
 class RegisterParams(Section):
     """MLflow model registry: a new version, then the champion gate."""
 
@@ -191,6 +239,7 @@ class Params(Section):
     tune: TuneParams = Field(default_factory=TuneParams)
     model: ModelConfig = Field(default_factory=ModelConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
+    distributed: DistributedParams = Field(default_factory=DistributedParams)
     evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
     # ``register`` would shadow pydantic's (ABC) ``register`` classmethod: aliased.
     registry: RegisterParams = Field(default_factory=RegisterParams, alias="register")

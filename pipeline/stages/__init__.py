@@ -19,6 +19,7 @@ def _started_stage(argv: list[str]) -> str | None:
 
 
 # A stage module imports torch and MLflow before its first line of output (seconds): say that
-# the stage has started before those imports, once, from the package they all load first.
-if (_stage := _started_stage(sys.orig_argv)) is not None:
+# the stage has started before those imports, once, from the package they all load first (not
+# again in each torchrun worker of the train stage, which torchrun gives a RANK).
+if (_stage := _started_stage(sys.orig_argv)) is not None and "RANK" not in os.environ:
     print(f"stage {_stage}: starting (loading torch, MLflow)", file=sys.stderr, flush=True)

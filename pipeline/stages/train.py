@@ -9,39 +9,57 @@ Resumable: the training runs in ``models/resume/train/``, which an interrupted r
 behind; the next run continues its ``last.pt`` when it is a state of the same configuration
 (and says why it starts fresh otherwise), so a killed stage ends bit-identical to one that
 was not. The outputs are published only once training and logging are done.
+
+Distributed (params.yaml's ``distributed``, :mod:`pipeline.launch`): with more than one process
+this process launches torchrun, whose workers run this module again; rank 0 does all of the
+above (one MLflow run), the other ranks train only. ``--node-rank K`` joins node 0's launch
+from another machine.
 """
 
 from __future__ import annotations
 
+import argparse
 import logging
 import shutil
 import sys
 from pathlib import Path
+from typing import Any
 
 import mlflow
 
-from pipeline import tracking
+from pipeline import launch, tracking
 from pipeline.params import Params
 from pipeline.paths import MODEL_DIR, PRIORS_FILE, report_dir, resume_dir, run_record_path
 from pipeline.resolve import for_training
 from pipeline.stages.common import stage_main
 
 STAGE = "train"
+MODULE = f"pipeline.stages.{STAGE}"  # what every torchrun worker runs
 log = logging.getLogger(__name__)
 
 
-def run(params: Params) -> None:
+def run(params: Params, node_rank: int = 0) -> None:
     from psr.data.prepared import read_manifest
-    from psr.jobs import train
+    from psr.engine.distributed import is_main_process, launched_by_torchrun
     from psr.jobs.history import HISTORY_FILE
 
     manifest = read_manifest(params.prepared_dir)
     params, tuned = for_training(params)
-    work = resume_dir(STAGE)
+    if launched_by_torchrun():
+        launch.check_world(params.distributed)
+    elif params.distributed.world_size > 1 or node_rank:
+        launch.check_devices(params.distributed, params.train.device)
+        launch.launch(params.distributed, MODULE, f"stage {STAGE}", node_rank)
+        return
+    if not is_main_process():
+        logging.getLogger().setLevel(logging.WARNING)
+        _train(params, [])
+        return
     epochs = tracking.EpochLogger()
     logged = {
         "model": params.model.model_dump(mode="json"),
         "train": params.train.model_dump(mode="json"),
+        "distributed": params.distributed.model_dump(mode="json"),
     }
     with tracking.stage_run(
         STAGE,
@@ -51,16 +69,7 @@ def run(params: Params) -> None:
         manifest=manifest,
         tags={"psr.tuned": ",".join(sorted(tuned)) or "none"},
     ):
-        result = train.run(
-            params.model,
-            params.train,
-            params.prepared_dir,
-            work,
-            prior=PRIORS_FILE,
-            reports=report_dir(STAGE),
-            callbacks=[epochs],
-            resume="auto",
-        )
+        result = _train(params, [epochs])
         epochs.log_missing(result.fit.history)
         mlflow.log_metrics({k: float(v) for k, v in result.metrics.items()})
         mlflow.log_artifact(str(report_dir(STAGE) / HISTORY_FILE))
@@ -70,7 +79,23 @@ def run(params: Params) -> None:
             result.fit.best_metric,
             result.fit.best_epoch,
         )
-    publish(work, MODEL_DIR)
+    publish(resume_dir(STAGE), MODEL_DIR)
+
+
+def _train(params: Params, callbacks: list) -> Any:
+    """The training every rank runs (rank 0 writes the files and calls the callbacks)."""
+    from psr.jobs import train
+
+    return train.run(
+        params.model,
+        params.train,
+        params.prepared_dir,
+        resume_dir(STAGE),
+        prior=PRIORS_FILE,
+        reports=report_dir(STAGE),
+        callbacks=callbacks,
+        resume="auto",
+    )
 
 
 def publish(work: Path, target: Path) -> None:
@@ -86,7 +111,20 @@ def publish(work: Path, target: Path) -> None:
     shutil.rmtree(work)
 
 
-main = stage_main(STAGE, run)
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog=f"python -m {MODULE}",
+        description="the DVC train stage (dvc.yaml runs it without arguments)",
+    )
+    parser.add_argument(
+        "--node-rank",
+        type=int,
+        default=0,
+        help="this machine's rank when distributed.nnodes > 1 (0: the machine of dvc repro)",
+    )
+    args = parser.parse_args(argv)
+    return stage_main(STAGE, lambda params: run(params, args.node_rank))()
+
 
 if __name__ == "__main__":
     sys.exit(main())

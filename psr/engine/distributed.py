@@ -36,6 +36,11 @@ def launched_by_torchrun() -> bool:
     return "RANK" in os.environ and "WORLD_SIZE" in os.environ
 
 
+def world_size() -> int:
+    """The processes of this torchrun launch (1 without torchrun)."""
+    return int(os.environ.get("WORLD_SIZE", "1")) if launched_by_torchrun() else 1
+
+
 def is_main_process() -> bool:
     """Rank 0 of a torchrun launch, or a process that torchrun did not start."""
     return int(os.environ.get("RANK", "0")) == 0

@@ -10,8 +10,9 @@ The policies every training shares, settled here once:
 - **outputs**: ``best.pt`` and ``last.pt`` in ``out``; ``history.csv`` (rewritten every epoch)
   and ``metrics.json`` in ``reports`` (default ``out``);
 - **resuming**: ``last.pt`` records the run's :func:`identity` (model config, data, prior and
-  weight files, by digest) beside its train config; ``resume="auto"`` continues it only when
-  both match, so an interrupted run ends bit-identical to an uninterrupted one.
+  weight files, by digest; under torchrun the world size) beside its train config;
+  ``resume="auto"`` continues it only when both match, so an interrupted run ends
+  bit-identical to an uninterrupted one.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from typing import Any, Literal
 
 from psr.data.prepared import data_checksum, load_split, read_manifest
 from psr.engine import FitResult, TrainConfig, fit
-from psr.engine.distributed import is_main_process
+from psr.engine.distributed import is_main_process, world_size
 from psr.engine.loop import Callback, seed_everything
 from psr.fileio import config_digest, sha256, write_json
 from psr.jobs.history import HISTORY_FILE, METRICS_FILE, HistoryFile, write_history
@@ -81,6 +82,13 @@ def _data_digest(root: Path, splits: Sequence[str]) -> str:
     return config_digest([sha256(f) for f in files])
 
 
+def _world() -> dict[str, str]:
+    """Under torchrun, the number of processes: each trains on its shard of every batch, so a
+    state of 2 processes is not one a single process (or 4) could continue bit-identically."""
+    size = world_size()
+    return {"world_size": str(size)} if size > 1 else {}
+
+
 def summary(result: FitResult) -> dict[str, Any]:
     """The numbers a training run is judged by (``metrics.json``)."""
     best = result.history[result.best_epoch - 1]  # epochs are numbered from 1
@@ -132,7 +140,7 @@ def run(
         prior=matrix,
         callbacks=[history, *callbacks],
         resume=resume,
-        identity=identity(model, data, prior, (train_split, valid_split)),
+        identity=identity(model, data, prior, (train_split, valid_split)) | _world(),
         class_names=class_names,
         model_config=model.model_dump(),
         image_size=model.image_size,

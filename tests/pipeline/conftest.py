@@ -99,7 +99,7 @@ def chromium() -> str:
         pytest.skip(f"headless Chromium unavailable: {error}")
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def stage_env():
     """``stage_env(**extra)``: the environment of a stage subprocess (none of the test
     process's MLflow or PSR settings, this checkout importable, one thread)."""
