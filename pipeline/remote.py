@@ -6,10 +6,12 @@ so deleting a clone or ``git clean -fdx`` keeps it). ``dvc remote add -d`` point
 (S3, SSH, GCS: docs/pipeline.md, "Sharing outputs").
 
 - push: ``dvc push --run-cache``: the outputs named by ``dvc.lock`` and every run-cache entry.
-- pull: ``dvc pull --run-cache``: the outputs ``dvc.lock`` names, checked out, and the
-  run-cache. A clone without ``dvc.lock`` (this repository never commits one; ``make save``
-  does in yours) has no output to name, so pull refuses and says what restores instead
-  (``dvc repro --pull``: every stage the run-cache holds, the others run).
+- pull: ``dvc pull --run-cache`` of each pipeline (``dvc.yaml``, ``ablation/dvc.yaml``) that
+  has its ``dvc.lock``: the outputs the lock names, checked out, and the run-cache. A pipeline
+  without a lock names no output (DVC's plain ``dvc pull`` fails on it: "Checkout failed"), so
+  it is left out; with no lock at all (a clone of this repository, which never commits one;
+  ``make save`` does in yours) pull refuses and says what restores instead (``dvc repro
+  --pull``: every stage the run-cache holds, the others run).
 
 The line each prints names the remote and its URL with any credentials masked
 (:func:`redact`): a URL with a password stays out of logs.
@@ -26,7 +28,12 @@ import sys
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
-LOCK = Path("dvc.lock")
+from pipeline.dvcdeps import DVC_FILES
+from pipeline.dvcdeps import REPO as _SOURCE
+
+LOCK = "dvc.lock"
+#: The pipelines, relative to a workspace root.
+PIPELINES = tuple(path.relative_to(_SOURCE) for path in DVC_FILES)
 CONFIG = Path(".dvc/config")
 NO_LOCK = (
     "dvc.lock: none, so no output is named to pull (this repository never commits one; "
@@ -68,11 +75,19 @@ def remote(root: Path, name: str | None = None) -> tuple[str, str]:
     return chosen, str(remotes[chosen]["url"])
 
 
+def locked_pipelines(root: Path) -> list[str]:
+    """The pipelines of ``root`` that have a ``dvc.lock`` beside them (as DVC targets)."""
+    return [p.as_posix() for p in PIPELINES if (root / p).with_name(LOCK).is_file()]
+
+
 def command(verb: str, root: Path, options: list[str]) -> list[str]:
     """The DVC command of ``verb`` ("push" or "pull") with ``options`` passed on."""
-    if verb == "pull" and not (root / LOCK).is_file():
-        raise RemoteError(NO_LOCK)
-    return [sys.executable, "-m", "dvc", verb, "--run-cache", *options]
+    targets: list[str] = []
+    if verb == "pull":
+        targets = locked_pipelines(root)
+        if not targets:
+            raise RemoteError(NO_LOCK)
+    return [sys.executable, "-m", "dvc", verb, "--run-cache", *options, *targets]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -78,8 +78,18 @@ def test_pull_needs_a_lock_push_does_not(repo):
     assert remote.command("push", repo, ["-j", "4"]) == [
         sys.executable, "-m", "dvc", "push", "--run-cache", "-j", "4"
     ]  # fmt: skip
+
+
+def test_pull_targets_only_the_pipelines_that_have_a_lock(repo):
+    """A pipeline without dvc.lock names no output: DVC's plain pull fails its checkout."""
+    assert (Path("dvc.yaml"), Path("ablation/dvc.yaml")) == remote.PIPELINES
+    (repo / "ablation").mkdir()
+    (repo / "ablation" / "dvc.lock").write_text("schema: '2.0'\nstages: {}\n")
+    assert remote.command("pull", repo, [])[3:] == ["pull", "--run-cache", "ablation/dvc.yaml"]
     (repo / "dvc.lock").write_text("schema: '2.0'\nstages: {}\n")
-    assert remote.command("pull", repo, [])[3:] == ["pull", "--run-cache"]
+    assert remote.command("pull", repo, ["-j", "2"])[3:] == [
+        "pull", "--run-cache", "-j", "2", "dvc.yaml", "ablation/dvc.yaml"
+    ]  # fmt: skip
 
 
 def test_main_prints_the_masked_url_and_runs_dvc(repo, monkeypatch, capsys):
