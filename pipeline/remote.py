@@ -60,9 +60,12 @@ def redact(url: str) -> str:
 def remote(root: Path, name: str | None = None) -> tuple[str, str]:
     """(name, URL) of remote ``name``, default: the one ``core.remote`` names (with
     ``.dvc/config.local`` and the user's DVC config applied, as DVC does)."""
-    from dvc.config import Config
+    from dvc.config import Config, ConfigError
 
-    config = Config(dvc_dir=str(root / ".dvc"))
+    try:
+        config = Config(dvc_dir=str(root / ".dvc"))
+    except ConfigError as error:  # DVC's message names the key, not the file
+        raise RemoteError(f"{CONFIG} (or {CONFIG}.local, or your DVC config): {error}") from error
     remotes = config.get("remote", {})
     chosen = name or config.get("core", {}).get("remote")
     if not chosen:

@@ -72,6 +72,12 @@ def test_remote_names_the_file_when_there_is_no_such_remote(repo):
         remote.remote(repo)
 
 
+def test_an_invalid_config_is_an_error_naming_it(repo):
+    (repo / ".dvc" / "config").write_text("[core]\n    remote = local\n    nonsense = 1\n")
+    with pytest.raises(remote.RemoteError, match=r"^\.dvc/config \(or .*nonsense"):
+        remote.remote(repo)
+
+
 def test_pull_needs_a_lock_push_does_not(repo):
     with pytest.raises(remote.RemoteError, match=r"dvc\.lock: none"):
         remote.command("pull", repo, [])
