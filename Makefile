@@ -39,6 +39,16 @@ save: $(STAMP)
 compare: $(STAMP)
 	$(BIN)/python -m pipeline.compare
 
+.PHONY: push pull
+
+## push: this run's outputs and DVC's run-cache to the default remote (~/.cache/psr-fer/dvc-remote; docs/pipeline.md)
+push: $(STAMP)
+	$(BIN)/python -m pipeline.remote push
+
+## pull: the outputs dvc.lock names and the run-cache from the remote, e.g. in a second clone after make save
+pull: $(STAMP)
+	$(BIN)/python -m pipeline.remote pull
+
 ## ablate: the paper's ablation family (ablation/dvc.yaml), its table and plot copied into the README
 ablate: $(STAMP)
 	$(BIN)/dvc repro ablation/dvc.yaml

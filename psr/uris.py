@@ -19,7 +19,8 @@ _SECRET_KEYS = ("pass", "pwd", "secret", "token", "key", "signature", "sig", "cr
 
 
 def redact(text: str) -> str:
-    """``text`` with the password of every URI in it and its secret query values masked."""
+    """``text`` with the password of every URI in it and its secret query values masked (and
+    the user part of an ``http(s)`` URI without a password, which is how tokens are passed)."""
     return _URI.sub(lambda match: _redact_uri(match.group(0)), text)
 
 
@@ -33,6 +34,8 @@ def _redact_uri(uri: str) -> str:
     if password is not None:
         user = netloc.rpartition("@")[0].partition(":")[0]
         netloc = f"{user}:{MASK}@{netloc.rpartition('@')[2]}"
+    elif "@" in netloc and parts.scheme in ("http", "https"):  # https://<token>@host
+        netloc = f"{MASK}@{netloc.rpartition('@')[2]}"
     pairs = parse_qsl(query, keep_blank_values=True)
     if any(_secret(key) for key, _ in pairs):
         masked = [(key, MASK if _secret(key) else value) for key, value in pairs]

@@ -18,6 +18,8 @@ from psr.uris import redact, split_credentials
         ),
         ("https://h/p?access_token=t#frag", "https://h/p?access_token=***#frag"),
         ("http://h:notaport@x/", "http://h:***@x/"),
+        ("https://ghp_token@host:8443/dvc?x=1", "https://***@host:8443/dvc?x=1"),  # a token
+        ("ssh://alice:s3cret@host/srv/dvc", "ssh://alice:***@host/srv/dvc"),
     ],
 )  # fmt: skip
 def test_passwords_and_query_secrets_are_masked(text, shown):

@@ -376,6 +376,80 @@ def test_save_records_the_run_so_that_metrics_diff_sees_head(pipeline_repo: Pipe
     assert run([*save, "--hint"], root).stdout == ""
 
 
+def _digests(root: Path, path: str) -> dict[str, str]:
+    """sha256 of every file of output ``path`` (a file or a folder), by its path under root."""
+    import hashlib
+
+    target = root / path
+    files = sorted(p for p in target.rglob("*") if p.is_file()) if target.is_dir() else [target]
+    return {str(f.relative_to(root)): hashlib.sha256(f.read_bytes()).hexdigest() for f in files}
+
+
+def test_a_second_clone_pulls_the_run_and_has_nothing_to_reproduce(
+    pipeline_repo: PipelineRepo, tmp_path
+):
+    """``make push`` to the default remote of .dvc/config (``~/.cache/psr-fer/dvc-remote``,
+    HOME a temporary folder here) after ``make save``; a ``git clone`` then ``make pull``s every
+    output dvc.lock names (prepared data, SR weights, model ...) bit for bit, and ``dvc status``
+    and ``dvc repro`` there have nothing to do: nothing runs, no MLflow database appears (runs
+    and registry stay in the tracking store). A clone without dvc.lock, as of this repository,
+    is refused by ``make pull`` with what to do instead, and ``dvc repro --pull`` restores
+    every stage up to evaluate from the pulled run-cache."""
+    import yaml
+
+    root, dvc = pipeline_repo.root, str(BIN / "dvc")
+    home = tmp_path / "home"
+    home.mkdir()
+    save = [str(BIN / "python"), "-m", "pipeline.save"]
+    saved = subprocess.run(save, cwd=root, env=clean_env(), capture_output=True, text=True)
+    assert saved.returncode == 0 or "nothing to save: HEAD (" in saved.stderr, saved.stderr
+    venv = BIN.parent  # the Makefile's verbs, with this venv taken as installed
+    make = ["make", "--no-print-directory", f"VENV={venv}", "-o", f"{venv}/.installed"]
+
+    pushed = run([*make, "push"], root, HOME=str(home))
+    remote_dir = home / ".cache" / "psr-fer" / "dvc-remote"
+    assert f"dvc push --run-cache to remote 'local' ({remote_dir})" in pushed.stdout
+    assert any((remote_dir / "runs").rglob("*")), "no run-cache entry was pushed"
+
+    clone = tmp_path / "clone"
+    run(["git", "clone", "-q", str(root), str(clone)], tmp_path)
+    assert not (clone / "data").exists() and not (clone / "models").exists()
+    pulled = run([*make, "pull"], clone, HOME=str(home))
+    assert f"dvc pull --run-cache from remote 'local' ({remote_dir})" in pulled.stdout
+    lock = yaml.safe_load((clone / "dvc.lock").read_text())["stages"]
+    outs = [out["path"] for stage in lock.values() for out in stage.get("outs", [])]
+    for path in ("data/prepared", "models/sr", "models/psr", "reports/registry.json"):
+        assert path in outs, path
+    for path in outs:
+        assert _digests(clone, path) == _digests(root, path), path
+    assert (clone / "models/psr/best.pt").is_file() and (clone / "models/sr/sr_x2.pt").is_file()
+    # dvc.yaml: the main pipeline (ablation/dvc.yaml has not run in either repository)
+    status = run([dvc, "status", "--json", "dvc.yaml"], clone)
+    assert json.loads(status.stdout) == {}
+    repro = run([dvc, "repro"], clone, timeout=300)
+    assert "Data and pipelines are up to date." in repro.stdout
+    assert "Running stage" not in repro.stdout
+    assert not (clone / "mlflow.db").exists()
+
+    bare = tmp_path / "bare"
+    run(["git", "clone", "-q", str(root), str(bare)], tmp_path)
+    (bare / "dvc.lock").unlink()
+    refused = subprocess.run(
+        [*make, "pull"], cwd=bare, env=clean_env(HOME=str(home)), capture_output=True, text=True
+    )
+    assert refused.returncode != 0
+    assert "make pull: dvc.lock: none, so no output is named to pull" in refused.stderr
+    assert "`dvc repro --pull` restores every stage" in refused.stderr
+    restored = run([dvc, "repro", "--pull", "evaluate"], bare, timeout=600, HOME=str(home))
+    for stage in STAGES[:-1]:
+        assert f"Stage '{stage}' is cached - skipping run" in restored.stdout, stage
+    assert "Running stage" not in restored.stdout
+    for stage in STAGES[:-1]:
+        for out in lock[stage].get("outs", []):
+            assert _digests(bare, out["path"]) == _digests(root, out["path"]), out["path"]
+    assert not (bare / "mlflow.db").exists()
+
+
 def test_a_misspelled_section_fails_repro_instead_of_up_to_date(pipeline_repo: PipelineRepo):
     """No stage tracks ``evalaute``; the validate stage tracks the whole file."""
     params = pipeline_repo.root / "params.yaml"
