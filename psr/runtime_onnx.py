@@ -40,7 +40,8 @@ def create_session(
     """A CPU session for an ONNX file, its bytes or an in-memory model.
 
     ``threads`` sets the intra-op thread pool (0: onnxruntime's default, one per core); the
-    graph runs sequentially, so no inter-op pool competes for the same cores."""
+    graph runs sequentially, so no inter-op pool competes for the same cores. Every session of
+    the project (the classifier, MTCNN's three nets) is made here."""
     if optimization not in OPTIMIZATION_LEVELS:
         raise ValueError(
             f"optimization must be one of {list(OPTIMIZATION_LEVELS)}, got {optimization!r}"
@@ -52,6 +53,10 @@ def create_session(
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
+    # Idle threads sleep instead of spinning: spinning ones took half the cores from whatever
+    # ran next (torch's model, another session; bench/inference.py: a matmul 59 -> 132 GFLOP/s
+    # right after a run, eager PSR 196 -> 157 ms), for no gain in onnxruntime's own time.
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     if isinstance(model, onnx.ModelProto):
         model = model.SerializeToString()
     elif not isinstance(model, bytes):
