@@ -53,9 +53,9 @@ def create_session(
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
-    # Idle threads sleep instead of spinning: spinning ones took half the cores from whatever
-    # ran next (torch's model, another session; bench/inference.py: a matmul 59 -> 132 GFLOP/s
-    # right after a run, eager PSR 196 -> 157 ms), for no gain in onnxruntime's own time.
+    # Idle threads sleep instead of spinning: spinning ones took the cores from whatever ran
+    # next (torch's model, another session): bench/inference.py's matmul probe measured 53-60
+    # GFLOP/s with spinning, 120-135 without (BENCHMARKS.md, Inference).
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     if isinstance(model, onnx.ModelProto):
         model = model.SerializeToString()
