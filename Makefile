@@ -84,6 +84,7 @@ MLFLOW_ARTIFACTS ?=
 PREFECT_POOL ?= psr-process
 FLOW         ?= psr-pipeline/local
 FLOW_PARAMS  ?=
+RUNTIME      ?= torch
 
 .PHONY: serve mlflow-server prefect-server prefect-worker deploy deploy-team flow-run screenshots
 
@@ -100,7 +101,7 @@ ui: $(STAMP)
 ## serve: the champion over HTTP on http://127.0.0.1:5001 (MLflow's scoring server, request body <= 16 MB; RUNTIME=onnx: its ONNX twin, no torch)
 serve: $(STAMP)
 	$(BIN)/python -m pipeline.serve --model-uri models:/psr-fer@champion --port 5001 \
-		--runtime $(or $(RUNTIME),torch)
+		--runtime $(RUNTIME)
 
 # exec: make passes a SIGTERM only to its own child, so the server or worker must be that child
 # (not a shell around it) to stop on `kill <make's pid>` as it does on Ctrl-C. mlflow-server: `@`

@@ -35,6 +35,7 @@ from psr.data.synthetic.config import NuisanceConfig, SynthConfig
 from psr.data.synthetic.generator import PhotoView, generate_samples
 from psr.detect import Box, FaceDetector, HaarDetector, YuNetDetector
 from psr.detect_mtcnn import MTCNNDetector
+from psr.face_tracks import iou
 
 REAL_FACES = Path(__file__).with_name("detector_faces.json")
 
@@ -71,22 +72,12 @@ class Score:
         }
 
 
-def box_iou(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> float:
-    ix = max(0, min(a[0] + a[2], b[0] + b[2]) - max(a[0], b[0]))
-    iy = max(0, min(a[1] + a[3], b[1] + b[3]) - max(a[1], b[1]))
-    inter = ix * iy
-    union = a[2] * a[3] + b[2] * b[3] - inter
-    return inter / union if union > 0 else 0.0
-
-
 def match(found: list[Box], truth: list[tuple[int, int, int, int]], threshold: float) -> list[int]:
     """For each true box, the index of its detection (-1: missed); each detection used once,
     best score first."""
     owner = [-1] * len(truth)
     for k in sorted(range(len(found)), key=lambda i: -found[i].score):
-        ious = [
-            box_iou(found[k].as_tuple(), t) if owner[j] < 0 else -1.0 for j, t in enumerate(truth)
-        ]
+        ious = [iou(found[k].as_tuple(), t) if owner[j] < 0 else -1.0 for j, t in enumerate(truth)]
         if ious and max(ious) >= threshold:
             owner[int(np.argmax(ious))] = k
     return owner
@@ -106,7 +97,7 @@ def score(detector: FaceDetector, images: list[Labelled], threshold: float) -> S
         for j, k in enumerate(owner):
             if k < 0:
                 continue
-            result.ious.append(box_iou(found[k].as_tuple(), item.boxes[j]))
+            result.ious.append(iou(found[k].as_tuple(), item.boxes[j]))
             if item.landmarks and found[k].landmarks is not None:
                 truth = item.landmarks[j]
                 eyes = np.linalg.norm(truth[1] - truth[0])

@@ -116,7 +116,7 @@ def create_app(
 
     if runtime not in RUNTIMES:
         raise ValueError(f"runtime {runtime!r}: choose one of {RUNTIMES}")
-    mlflow.set_tracking_uri(tracking.tracking_uri())
+    tracking.connect()
     if runtime == "onnx":
         model_uri = onnx_model_uri(model_uri)
     app = scoring_server.init(mlflow.pyfunc.load_model(model_uri))

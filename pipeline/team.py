@@ -18,6 +18,7 @@ deployments (``prefect.yaml``), run in the clone.
 from __future__ import annotations
 
 import argparse
+import importlib
 import subprocess
 import sys
 import tomllib
@@ -70,6 +71,7 @@ def install(root: Path) -> list[str]:
     if needed:
         print(f"psr: installing the clone's unmet requirements: {' '.join(needed)}", flush=True)
         subprocess.run([sys.executable, "-m", "pip", "install", *needed], check=True)
+        importlib.invalidate_caches()  # the DVC pull below imports what pip just installed
     else:
         print("psr: this Python has every requirement of the clone's pyproject.toml", flush=True)
     return needed

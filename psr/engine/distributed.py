@@ -56,7 +56,7 @@ def distributed(device_type: str) -> Iterator[DistInfo]:
     info = DistInfo(
         rank=int(os.environ["RANK"]),
         local_rank=int(os.environ.get("LOCAL_RANK", 0)),
-        world_size=int(os.environ["WORLD_SIZE"]),
+        world_size=world_size(),
     )
     joined_here = info.enabled and not dist.is_initialized()
     if joined_here:

@@ -1,12 +1,12 @@
 import numpy as np
-from detectors import Labelled, box_iou, markdown, match, real_photos, score, synthetic_photos
+from detectors import Labelled, iou, markdown, match, real_photos, score, synthetic_photos
 
 from psr.detect import Box, HaarDetector
 
 
 def test_box_iou_and_greedy_matching():
-    assert box_iou((0, 0, 10, 10), (5, 0, 10, 10)) == 50 / 150
-    assert box_iou((0, 0, 10, 10), (20, 20, 5, 5)) == 0.0
+    assert iou((0, 0, 10, 10), (5, 0, 10, 10)) == 50 / 150
+    assert iou((0, 0, 10, 10), (20, 20, 5, 5)) == 0.0
     truth = [(0, 0, 10, 10), (50, 50, 10, 10)]
     found = [Box(1, 1, 10, 10, score=0.5), Box(0, 0, 10, 10, score=0.9), Box(200, 0, 9, 9)]
     # the best-scored detection takes the first face; the weaker duplicate is a false positive
