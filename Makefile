@@ -105,13 +105,14 @@ serve: $(STAMP)
 
 # exec: make passes a SIGTERM only to its own child, so the server or worker must be that child
 # (not a shell around it) to stop on `kill <make's pid>` as it does on Ctrl-C. mlflow-server: `@`
-# (not echoed: MLFLOW_BACKEND may hold a user name; the server prints its URIs redacted).
+# (not echoed). MLFLOW_BACKEND and MLFLOW_ARTIFACTS reach it in the environment, never in a
+# command line that ps shows: a backend URI may hold a user name or password.
+mlflow-server: export MLFLOW_BACKEND := $(MLFLOW_BACKEND)
+mlflow-server: export MLFLOW_ARTIFACTS := $(MLFLOW_ARTIFACTS)
 
 ## mlflow-server: a tracking server on http://127.0.0.1:5000 (runs, registry, proxied artifacts in mlflow-server/; MLFLOW_HOST, MLFLOW_PORT, MLFLOW_BACKEND, MLFLOW_ARTIFACTS)
 mlflow-server: $(STAMP)
-	@exec $(BIN)/python -m pipeline.mlflow_server --host '$(MLFLOW_HOST)' --port '$(MLFLOW_PORT)' \
-		$(if $(MLFLOW_BACKEND),--backend '$(MLFLOW_BACKEND)') \
-		$(if $(MLFLOW_ARTIFACTS),--artifacts '$(MLFLOW_ARTIFACTS)')
+	@exec $(BIN)/python -m pipeline.mlflow_server --host '$(MLFLOW_HOST)' --port '$(MLFLOW_PORT)'
 
 ## prefect-server: a local Prefect server on http://127.0.0.1:4200 (prefect.toml; state in .prefect/)
 prefect-server: $(STAMP)

@@ -62,11 +62,24 @@ def alignment_matrix(landmarks: Sequence[Sequence[float]] | np.ndarray, size: in
         raise ValueError(f"alignment needs five finite (x, y) landmarks, got shape {points.shape}")
     if size < 8:
         raise ValueError(f"aligned crop size must be >= 8, got {size}")
-    # LMEDS, not RANSAC: no pixel threshold to tune across face sizes; it is refined on the inliers.
-    matrix, _ = cv2.estimateAffinePartial2D(points, template_points(size), method=cv2.LMEDS)
-    if matrix is None:  # degenerate points (all equal, collinear): no similarity fits
-        raise ValueError(f"cannot align: degenerate landmarks {points.round(1).tolist()}")
-    return matrix
+    return _similarity_lstsq(points, template_points(size))
+
+
+def _similarity_lstsq(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
+    """The 2x3 similarity minimising the squared distances from ``src`` to ``dst`` (Umeyama
+    1991, closed form): all five points weigh equally. A robust fit (LMEDS) would pick the best
+    subset of five noisy landmarks, which moves the crop between video frames."""
+    src_mean, dst_mean = src.mean(0), dst.mean(0)
+    src_c, dst_c = src - src_mean, dst - dst_mean
+    variance = (src_c**2).sum() / len(src)
+    if variance < 1e-12:  # all points equal: no rotation or scale fits
+        raise ValueError(f"cannot align: degenerate landmarks {src.round(1).tolist()}")
+    u, singular, vt = np.linalg.svd(dst_c.T @ src_c / len(src))
+    reflect = np.diag([1.0, np.sign(np.linalg.det(u) * np.linalg.det(vt)) or 1.0])
+    rotation = u @ reflect @ vt
+    scale = float((singular * np.diag(reflect)).sum() / variance)
+    shift = dst_mean - scale * rotation @ src_mean
+    return np.c_[scale * rotation, shift]
 
 
 def align_face(

@@ -222,9 +222,11 @@ def create_detector(
     *,
     yunet_model: str | Path | None = None,
     max_side: int = DETECT_MAX_SIDE,
+    threads: int = 0,
 ) -> FaceDetector:
     """The named detector. ``auto``: YuNet when ``yunet_model`` is given, else MTCNN when its
-    files load, else Haar. ``yunet`` needs ``yunet_model`` (the ONNX file)."""
+    files load, else Haar. ``yunet`` needs ``yunet_model`` (the ONNX file). ``threads``: MTCNN's
+    onnxruntime threads per net (0: one per core), as the classifier's."""
     if kind not in DETECTORS:
         raise ValueError(f"unknown face detector {kind!r}; choose one of {', '.join(DETECTORS)}")
     if kind == "auto" and yunet_model is not None:
@@ -233,7 +235,7 @@ def create_detector(
         from psr.detect_mtcnn import MTCNNDetector
 
         try:
-            return MTCNNDetector(max_side=max_side)
+            return MTCNNDetector(max_side=max_side, threads=threads)
         except (FileNotFoundError, ImportError):
             if kind == "mtcnn":
                 raise

@@ -235,7 +235,12 @@ class Predictor:
             raise FileNotFoundError(f"checkpoint not found: {path}")
         found = None
         if detect:
-            found = create_detector(detector, yunet_model=yunet_model, max_side=max_side)
+            found = create_detector(
+                detector,
+                yunet_model=yunet_model,
+                max_side=max_side,
+                threads=kwargs.get("threads", 0),
+            )
         model, info = load_model(path, map_location="cpu")
         extra = info.get("extra") or {}
         kwargs.setdefault("grayscale", extra.get("channels") == 1)

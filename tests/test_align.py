@@ -64,6 +64,29 @@ def test_alignment_matrix_inverts_the_placing_similarity():
     np.testing.assert_allclose(alignment_matrix(landmarks, 56), back / 2, atol=1e-6)
 
 
+def test_the_fit_is_least_squares_over_all_five_points():
+    """One landmark off by 10 px moves the fit (no point is dropped as an outlier), and no other
+    similarity brings the five closer to the template."""
+    landmarks = template_points(200) + 10
+    landmarks[2] += (10.0, 0.0)  # the nose tip
+    matrix = alignment_matrix(landmarks, 112)
+
+    def cost(m: np.ndarray) -> float:
+        return float(((np.c_[landmarks, np.ones(5)] @ m.T - TEMPLATE) ** 2).sum())
+
+    a, b = matrix[0, 0], matrix[1, 0]  # a similarity is [[a, -b, tx], [b, a, ty]]
+    assert np.isclose(matrix[1, 1], a) and np.isclose(matrix[0, 1], -b)
+    others = [0, 1, 3, 4]  # a robust fit would put these four exactly on the template
+    assert np.abs(np.c_[landmarks[others], np.ones(4)] @ matrix.T - TEMPLATE[others]).max() > 0.1
+    rng = np.random.default_rng(0)
+    for step in rng.normal(scale=1e-3, size=(50, 4)):
+        da, db, dx, dy = step
+        other = np.array(
+            [[a + da, -(b + db), matrix[0, 2] + dx], [b + db, a + da, matrix[1, 2] + dy]]
+        )
+        assert cost(other) > cost(matrix)
+
+
 def test_gray_images_stay_gray():
     landmarks = template_points(200) + 10
     assert align_face(np.zeros((300, 300), np.uint8), landmarks, 48).shape == (48, 48)

@@ -295,6 +295,12 @@ def test_default_detector_is_the_best_available(tmp_path, monkeypatch):
         create_detector("mtcnn")  # asked for by name: no silent fallback
 
 
+def test_the_threads_asked_for_reach_every_mtcnn_net():
+    detector = create_detector("mtcnn", threads=1)
+    nets = (detector.pnet, detector.rnet, detector.onet)
+    assert [net.get_session_options().intra_op_num_threads for net in nets] == [1, 1, 1]
+
+
 @pytest.mark.skipif(
     not os.environ.get("PSR_YUNET_MODEL"), reason="set PSR_YUNET_MODEL to a YuNet ONNX file"
 )

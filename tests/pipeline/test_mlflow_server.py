@@ -22,17 +22,37 @@ SECRET = "pw-7f3a9c"  # in the tracking URI and in tune.storage; must be shown n
 STAGES = ("priors", "sr_pretrain", "tune", "train", "evaluate", "register")
 
 
-def test_the_command_is_mlflow_server_with_a_database_and_proxied_artifacts(tmp_path):
-    line = mlflow_server.command("127.0.0.1", 5000, "sqlite:////x/m.db", "/x/artifacts")
+def test_the_command_is_mlflow_server_with_proxied_artifacts(tmp_path):
+    line = mlflow_server.command("127.0.0.1", 5000, "/x/artifacts")
     assert line[0] == str(BIN / "mlflow") and line[1] == "server"
     assert line[line.index("--host") + 1] == "127.0.0.1"
-    assert line[line.index("--backend-store-uri") + 1] == "sqlite:////x/m.db"
     assert line[line.index("--artifacts-destination") + 1] == "/x/artifacts"
-    assert "--workers" not in line
+    assert "--workers" not in line and "--backend-store-uri" not in line
     assert mlflow_server.local_folder("sqlite:////x/m.db") == Path("/x")
     assert mlflow_server.local_folder("/x/artifacts") == Path("/x/artifacts")
     assert mlflow_server.local_folder("s3://bucket/psr") is None
     assert mlflow_server.local_folder("postgresql+psycopg://u@h/db") is None
+
+
+def test_the_backend_reaches_the_server_in_its_environment_not_its_command_line(
+    monkeypatch, capsys
+):
+    """``ps`` shows a command line to every user of the machine; a backend URI may hold a
+    password. make passes MLFLOW_BACKEND in the environment, and so does this module."""
+    backend = f"postgresql+psycopg://mlflow:{SECRET}@db.internal/mlflow"
+    monkeypatch.setenv("MLFLOW_BACKEND", backend)
+    monkeypatch.setenv("MLFLOW_ARTIFACTS", "s3://bucket/psr")
+    started = {}
+    monkeypatch.setattr(
+        mlflow_server.os, "execve", lambda path, line, env: started.update(line=line, env=env)
+    )
+    mlflow_server.main(["--port", "5002"])
+    assert started["env"][mlflow_server.BACKEND_VARIABLE] == backend
+    assert not any(SECRET in part for part in started["line"])
+    assert (
+        started["line"][started["line"].index("--artifacts-destination") + 1] == "s3://bucket/psr"
+    )
+    assert SECRET not in capsys.readouterr().out  # shown masked
 
 
 @pytest.mark.parametrize(
