@@ -67,6 +67,11 @@ def test_predict_arrays_matches_the_model(crops_predictor):
         assert record.status == "ok"
 
 
+def test_the_predictor_threads_reach_its_detector(checkpoint):
+    predictor = Predictor.from_checkpoint(checkpoint, detector="mtcnn", threads=1)
+    assert predictor.detector.pnet.get_session_options().intra_op_num_threads == 1
+
+
 def test_predict_arrays_accepts_rgba_and_reports_bad_arrays(crops_predictor):
     rgb = noise((48, 48))
     rgba = np.dstack([rgb, np.full((48, 48), 255, np.uint8)])
