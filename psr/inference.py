@@ -221,9 +221,11 @@ class Predictor:
         detector: DetectorKind = "auto",
         yunet_model: str | Path | None = None,
         max_side: int = DETECT_MAX_SIDE,
+        threads: int = 0,
         **kwargs: Any,
     ) -> Predictor:
-        """Load an inference checkpoint written by ``psr.models.save_model``.
+        """Load an inference checkpoint written by ``psr.models.save_model``; ``threads`` is
+        the detector's and the ONNX classifier's (0: one per core).
 
         A checkpoint whose ``extra`` says ``channels: 1`` (trained on gray images) makes the
         predictor convert crops to gray.
@@ -236,15 +238,19 @@ class Predictor:
         found = None
         if detect:
             found = create_detector(
-                detector,
-                yunet_model=yunet_model,
-                max_side=max_side,
-                threads=kwargs.get("threads", 0),
+                detector, yunet_model=yunet_model, max_side=max_side, threads=threads
             )
         model, info = load_model(path, map_location="cpu")
         extra = info.get("extra") or {}
         kwargs.setdefault("grayscale", extra.get("channels") == 1)
-        return cls(model, info["class_names"], info["image_size"], detector=found, **kwargs)
+        return cls(
+            model,
+            info["class_names"],
+            info["image_size"],
+            detector=found,
+            threads=threads,
+            **kwargs,
+        )
 
     @classmethod
     def from_uri(cls, uri: str, *, tracking_uri: str | None = None, **kwargs: Any) -> Predictor:
