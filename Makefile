@@ -60,7 +60,7 @@ folds: $(STAMP)
 
 ## test: the test suite, one file per worker on two cores (each test one torch thread)
 test: $(STAMP)
-	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -n 2 --dist loadfile
+	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -n 2 --dist loadfile --durations=25
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

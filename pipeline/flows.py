@@ -37,10 +37,12 @@ import os
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import psutil
 from prefect import flow, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
@@ -186,14 +188,28 @@ def stream(
 
 
 def _stop(process: subprocess.Popen, grace_s: float = 10) -> None:
-    """TERM, then KILL after ``grace_s``; a stage dies with its ``dvc`` (stages/common.py)."""
+    """TERM the command and every process under it, then KILL those left after ``grace_s``.
+    The whole tree: a stage's command keeps the output pipe open when only ``dvc`` dies."""
     if process.poll() is not None:
         return
-    process.terminate()
     try:
+        under = psutil.Process(process.pid).children(recursive=True)
+    except psutil.NoSuchProcess:  # it ended since the poll
+        under = []
+    process.terminate()
+    for member in under:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            member.terminate()
+    deadline = time.monotonic() + grace_s
+    try:  # Popen reaps its own child: psutil's wait would, and leave Popen a status of 0
         process.wait(timeout=grace_s)
     except subprocess.TimeoutExpired:
         process.kill()
+    _, alive = psutil.wait_procs(under, timeout=max(0.0, deadline - time.monotonic()))
+    for member in alive:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            member.kill()
+    process.wait()
 
 
 @contextlib.contextmanager

@@ -10,6 +10,7 @@ import threading
 import time
 from pathlib import Path
 
+import psutil
 import pytest
 from dvc_repo import BIN, clean_env  # tests/pipeline/dvc_repo.py
 
@@ -68,6 +69,28 @@ def test_a_command_past_its_timeout_is_stopped(tmp_path, run_log):
         flows.stream(SLEEP, tmp_path, timeout_s=0.5)
     assert time.monotonic() - start < 30
     assert not flows._RUNNING
+
+
+def test_a_timeout_stops_the_commands_under_the_command_too(tmp_path, run_log):
+    """``dvc repro`` runs a stage's command as its child; that child holds the output pipe, so
+    stopping ``dvc`` alone would leave the runner waiting for the stage to end by itself."""
+    pid_file = tmp_path / "child.pid"
+    child = "import os, time; open('child.pid', 'w').write(str(os.getpid())); time.sleep(120)"
+    parent = f"import subprocess, sys; subprocess.run([sys.executable, '-c', {child!r}])"
+    start = time.monotonic()
+    with pytest.raises(TimeoutError):
+        flows.stream([sys.executable, "-c", parent], tmp_path, timeout_s=2)
+    assert time.monotonic() - start < 30  # not the child's 120 s
+    assert not _running(int(pid_file.read_text()))
+
+
+def _running(pid: int) -> bool:
+    """A zombie is not running: an orphan waits there until PID 1 reaps it, which some
+    containers' init never does."""
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
 
 
 def test_a_flow_that_ends_early_stops_the_commands_of_its_threads(tmp_path, run_log):
