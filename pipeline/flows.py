@@ -34,6 +34,7 @@ import contextlib
 import datetime
 import json
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -147,6 +148,7 @@ def stream(
         stderr=subprocess.STDOUT,
         text=True,
         bufsize=1,
+        process_group=0,  # its own group: _stop signals every process under it
     ) as process:
         assert process.stdout is not None
         _RUNNING.add(process)
@@ -188,28 +190,32 @@ def stream(
 
 
 def _stop(process: subprocess.Popen, grace_s: float = 10) -> None:
-    """TERM the command and every process under it, then KILL those left after ``grace_s``.
-    The whole tree: a stage's command keeps the output pipe open when only ``dvc`` dies."""
-    if process.poll() is not None:
-        return
-    try:
-        under = psutil.Process(process.pid).children(recursive=True)
-    except psutil.NoSuchProcess:  # it ended since the poll
-        under = []
-    process.terminate()
-    for member in under:
-        with contextlib.suppress(psutil.NoSuchProcess):
-            member.terminate()
+    """TERM the command's process group, then KILL what is left of it after ``grace_s``.
+    The whole group: a stage's command keeps the output pipe open when only ``dvc`` dies, and
+    a signal to the group also reaches a process its parent forked a moment ago."""
+    with contextlib.suppress(ProcessLookupError):  # the group may have ended already
+        os.killpg(process.pid, signal.SIGTERM)
     deadline = time.monotonic() + grace_s
-    try:  # Popen reaps its own child: psutil's wait would, and leave Popen a status of 0
-        process.wait(timeout=grace_s)
-    except subprocess.TimeoutExpired:
-        process.kill()
-    _, alive = psutil.wait_procs(under, timeout=max(0.0, deadline - time.monotonic()))
-    for member in alive:
-        with contextlib.suppress(psutil.NoSuchProcess):
-            member.kill()
+    while _group_running(process) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGKILL)
     process.wait()
+
+
+def _group_running(process: subprocess.Popen) -> bool:
+    """Whether a process of the command's group still runs. Popen reaps its own child (so it
+    keeps the exit status); an orphan's zombie does not count: some containers' init never
+    reaps it."""
+    process.poll()
+    for member in psutil.process_iter(["status"]):
+        with contextlib.suppress(psutil.Error, ProcessLookupError):
+            if (
+                member.info["status"] != psutil.STATUS_ZOMBIE
+                and os.getpgid(member.pid) == process.pid
+            ):
+                return True
+    return False
 
 
 @contextlib.contextmanager
