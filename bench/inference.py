@@ -3,12 +3,16 @@
 configuration (random weights), as a ratio to PyTorch eager and a fraction of the FLOP ceiling.
 
     .venv/bin/python bench/inference.py [--runs 20] [--batch 32] [--threads N]
-        [--models small paper] [--runtimes eager eager-fold onnx onnx-nofold onnx-basic]
+        [--models small paper]
+        [--runtimes eager eager-fold onnx onnx-nofold onnx-basic onnx-int8]
 
 Runtimes: ``eager`` (PyTorch, the model as trained), ``eager-fold`` (PyTorch with BatchNorm
 folded into the convolutions), ``onnx`` (onnxruntime, BatchNorm folded before export, all graph
 optimisations: ``Predictor(runtime="onnx")``), ``onnx-nofold`` (the same without folding before
-export: onnxruntime's own fusions only) and ``onnx-basic`` (folded, basic optimisations only).
+export: onnxruntime's own fusions only), ``onnx-basic`` (folded, basic optimisations only) and
+``onnx-int8`` (the folded graph quantised to int8, ``Predictor(runtime="onnx-int8")``, calibrated
+on synthetic face crops: with random weights only its speed means anything; ``bench/quantize.py``
+measures its accuracy on a trained model).
 
 The runtimes of a case are timed interleaved, call by call, so a load change on a shared machine
 hits all of them alike: compare rows of the same run only. The FLOP ceiling is measured in the
@@ -16,7 +20,8 @@ same interleaved rounds (a 1024^3 float32 matrix product at the same thread coun
 machine lowers it too), and so is Haar detection alone, which a photo's model time leaves out.
 FLOPs per
 image are counted by ``torch.utils.flop_counter.FlopCounterMode`` on the eager model (convs,
-matmuls and linears; it leaves out pooling, BatchNorm and the STN's sampling).
+matmuls and linears; it leaves out pooling, BatchNorm and the STN's sampling). The ceiling is a
+float32 one: int8 arithmetic can pass it.
 """
 
 from __future__ import annotations
@@ -47,7 +52,9 @@ CONFIGS = {
     # The paper (FER+): full vgg16_bn, EDSR-baseline x2 with 16 blocks of 64 channels, S = 96.
     "paper": {"image_size": 96},
 }
-RUNTIMES = ("eager", "eager-fold", "onnx", "onnx-nofold", "onnx-basic")
+RUNTIMES = ("eager", "eager-fold", "onnx", "onnx-nofold", "onnx-basic", "onnx-int8")
+#: Faces of several sizes in a crop, as the int8 runtime's calibration images.
+CALIBRATION_FACES = tuple(range(40, 96, 4))
 
 
 def photo(height: int, width: int, face: int) -> np.ndarray:
@@ -101,6 +108,11 @@ def predictors(model, name: str, runtimes, threads: int) -> dict[str, Predictor]
             built[runtime] = Predictor(folded, NAMES, size)
         elif runtime == "onnx":
             built[runtime] = Predictor(model, NAMES, size, runtime="onnx", threads=threads)
+        elif runtime == "onnx-int8":
+            faces = [photo(96, 96, face) for face in CALIBRATION_FACES]
+            built[runtime] = Predictor(
+                model, NAMES, size, runtime=runtime, threads=threads, calibration=faces
+            )
         else:  # an ONNX variant: the same Predictor with another session behind it
             predictor = Predictor(model, NAMES, size)
             predictor._onnx = OnnxClassifier.from_model(

@@ -40,7 +40,7 @@ from psr.uris import redact
 VIDEO_SUFFIXES = frozenset({".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg"})
 
 Status = Literal["ok", "no_face", "error"]
-Runtime = Literal["torch", "onnx"]
+Runtime = Literal["torch", "onnx", "onnx-int8"]
 RUNTIMES: tuple[str, ...] = get_args(Runtime)
 
 
@@ -169,7 +169,9 @@ class Predictor:
     whose box has landmarks (MTCNN, YuNet) onto the training data's layout (``psr.align``);
     faces without landmarks (Haar) are cropped with ``margin`` instead. ``runtime="onnx"`` exports
     the model once (in memory, BatchNorm folded) and classifies through onnxruntime on the CPU
-    with ``threads`` intra-op threads (0: one per core); ``"torch"`` runs the model eagerly.
+    with ``threads`` intra-op threads (0: one per core); ``"onnx-int8"`` does the same with the
+    int8 graph calibrated on ``calibration``, face crops from the training data prepared as
+    predictions are (``psr.quantize.calibration_crops``); ``"torch"`` runs the model eagerly.
     """
 
     def __init__(
@@ -186,20 +188,18 @@ class Predictor:
         batch_size: int = 32,
         runtime: Runtime = "torch",
         threads: int = 0,
+        calibration: Sequence[np.ndarray] | None = None,
     ):
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         if runtime not in RUNTIMES:
             raise ValueError(f"runtime must be one of {list(RUNTIMES)}, got {runtime!r}")
         self.device = torch.device(device)
-        if runtime == "onnx" and self.device.type != "cpu":
-            raise ValueError(f"runtime 'onnx' runs on the CPU, not on device {self.device}")
+        if runtime != "torch" and self.device.type != "cpu":
+            raise ValueError(f"runtime {runtime!r} runs on the CPU, not on device {self.device}")
+        if (calibration is None) == (runtime == "onnx-int8"):
+            raise ValueError("calibration images go with runtime 'onnx-int8', and only with it")
         self.model = model.to(self.device).eval()
-        self._onnx = None
-        if runtime == "onnx":
-            from psr.runtime_onnx import OnnxClassifier
-
-            self._onnx = OnnxClassifier.from_model(self.model, threads=threads)
         self.class_names = tuple(class_names)
         self.image_size = int(image_size)
         self.transform = eval_transform(self.image_size)
@@ -208,6 +208,14 @@ class Predictor:
         self.align = align
         self.grayscale = grayscale
         self.batch_size = batch_size
+        self._onnx = None
+        if runtime != "torch":
+            from psr.runtime_onnx import OnnxClassifier
+
+            batches = None
+            if calibration is not None:
+                batches = (batch.numpy() for batch in self._batches(calibration))
+            self._onnx = OnnxClassifier.from_model(self.model, threads=threads, calibration=batches)
         #: The logged model's MLmodel metadata (``from_uri``; empty for a bare checkpoint),
         #: e.g. what it was trained on.
         self.metadata: dict[str, Any] = {}
@@ -285,15 +293,17 @@ class Predictor:
             crop = cv2.cvtColor(crop, cv2.COLOR_RGB2GRAY)
         return self.transform(crop)  # [h, w(, 3)] uint8 -> [3, S, S] float
 
-    def probabilities(self, faces: Sequence[np.ndarray]) -> np.ndarray:
-        """Class probabilities ``[N, K]`` of pre-cropped faces (any size, RGB/gray/RGBA uint8)."""
-        rows = []
+    def _batches(self, faces: Sequence[np.ndarray]) -> Iterator[torch.Tensor]:
+        """Face crops (any size, RGB/gray/RGBA uint8) -> normalised ``[B, 3, S, S]`` batches."""
         for start in range(0, len(faces), self.batch_size):
             chunk = faces[start : start + self.batch_size]
-            batch = torch.stack(
+            yield torch.stack(
                 [self._prepare(to_rgb(f, name=f"image {start + i}")) for i, f in enumerate(chunk)]
-            )  # [B, 3, S, S]
-            rows.append(self._classify(batch))
+            )
+
+    def probabilities(self, faces: Sequence[np.ndarray]) -> np.ndarray:
+        """Class probabilities ``[N, K]`` of pre-cropped faces (any size, RGB/gray/RGBA uint8)."""
+        rows = [self._classify(batch) for batch in self._batches(faces)]
         if not rows:
             return np.zeros((0, len(self.class_names)), dtype=np.float32)
         return np.concatenate(rows)

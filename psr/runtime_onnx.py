@@ -8,6 +8,7 @@ level, so the served ONNX model (``pipeline/onnx_pyfunc.py``) runs without it.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
@@ -82,11 +83,18 @@ class OnnxClassifier:
         threads: int = 0,
         optimization: Optimization = "all",
         fold_batch_norm: bool = True,
+        calibration: Iterable[np.ndarray] | None = None,
     ) -> OnnxClassifier:
-        """Export ``model`` in memory (:func:`psr.export.onnx_model`) and open a session."""
+        """Export ``model`` in memory (:func:`psr.export.onnx_model`) and open a session; with
+        ``calibration`` (normalised batches), the int8 graph calibrated on them
+        (:func:`psr.quantize.quantize_int8`)."""
         from psr.export import onnx_model
 
         proto = onnx_model(model, fold_batch_norm=fold_batch_norm)
+        if calibration is not None:
+            from psr.quantize import quantize_int8
+
+            proto = quantize_int8(proto, calibration)
         return cls(create_session(proto, threads=threads, optimization=optimization))
 
     def __call__(self, images: np.ndarray) -> np.ndarray:

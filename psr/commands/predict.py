@@ -45,9 +45,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument(
         "--runtime",
-        choices=("torch", "onnx"),
+        choices=("torch", "onnx", "onnx-int8"),
         default="torch",
-        help="onnx: export once in memory and classify through onnxruntime (CPU, fastest)",
+        help="onnx: export once in memory and classify through onnxruntime (CPU); onnx-int8: "
+        "the same quantised to int8, calibrated on --calibrate-on (CPU, fastest)",
+    )
+    parser.add_argument(
+        "--calibrate-on",
+        metavar="DATA",
+        help="onnx-int8: prepared dataset (data/prepared/<name>) whose train split calibrates it",
+    )
+    parser.add_argument(
+        "--calibration-images",
+        type=int,
+        metavar="N",
+        help="onnx-int8: training crops drawn at random to calibrate on (default 256)",
     )
     parser.add_argument(
         "--threads", type=int, default=0, help="CPU threads for torch/onnxruntime (0: default)"
@@ -134,7 +146,7 @@ def run(args: argparse.Namespace) -> int:
 
         torch.set_num_threads(args.threads)
     # onnxruntime runs on the CPU here: "auto" must not pick a GPU the session cannot use
-    device = "cpu" if args.runtime == "onnx" and args.device == "auto" else args.device
+    device = "cpu" if args.runtime != "torch" and args.device == "auto" else args.device
     options = {
         "detect": not args.no_detect,
         "detector": args.detector,
@@ -147,6 +159,18 @@ def run(args: argparse.Namespace) -> int:
         "runtime": args.runtime,
         "threads": args.threads,
     }
+    if (args.runtime == "onnx-int8") != bool(args.calibrate_on):
+        raise ValueError("--calibrate-on goes with --runtime onnx-int8, which needs it")
+    if args.calibration_images is not None and not args.calibrate_on:
+        raise ValueError("--calibration-images goes with --runtime onnx-int8 and --calibrate-on")
+    if args.calibrate_on:
+        from psr.data.prepared import load_split
+        from psr.quantize import CALIBRATION_IMAGES, calibration_crops
+
+        count = args.calibration_images
+        count = CALIBRATION_IMAGES if count is None else count
+        split = load_split(args.calibrate_on, "train")
+        options["calibration"] = calibration_crops(split, count)
     if args.checkpoint:
         if args.tracking_uri:
             raise ValueError("--tracking-uri goes with --model-uri, not --checkpoint")

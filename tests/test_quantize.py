@@ -1,0 +1,144 @@
+"""int8 quantisation of the exported graph: close to float32 on the data it was calibrated for,
+run through the Predictor, and calibration drawn from a prepared split."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import onnx
+import pytest
+import torch
+from torch import nn
+
+from psr.export import onnx_model
+from psr.inference import Predictor
+from psr.models import create_model
+from psr.quantize import calibration_crops, quantize_int8
+
+NAMES = ("neutral", "happiness", "surprise", "anger")
+SIZE = 64
+
+
+def _faces(n: int, seed: int) -> list[np.ndarray]:
+    """Smooth random crops of one kind, so a calibration draw and a test draw come from the same
+    distribution, and different enough that the model tells them apart."""
+    rng = np.random.default_rng(seed)
+    coarse = rng.integers(0, 256, (n, 4, 4, 3)).astype(np.float32)
+    return [cv2.resize(c, (56, 56), interpolation=cv2.INTER_CUBIC).clip(0, 255).astype(np.uint8)
+            for c in coarse]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def model():
+    torch.manual_seed(0)
+    net = create_model(
+        "psr", num_classes=len(NAMES), image_size=SIZE, width=0.125, sr_features=8, sr_res_blocks=1
+    )
+    net.train()(torch.randn(4, 3, SIZE, SIZE))  # non-default BatchNorm statistics
+    last = [m for m in net.modules() if isinstance(m, nn.Linear)][-1]
+    with torch.no_grad():  # outputs that differ from face to face, not all near uniform
+        last.weight.mul_(30)
+    return net.eval()
+
+
+@pytest.mark.slow
+def test_the_int8_predictor_predicts_what_float32_predicts(model):
+    calibration, faces = _faces(32, seed=1), _faces(24, seed=2)
+    exact = Predictor(model, NAMES, SIZE).probabilities(faces)  # PyTorch: float32 ONNX's match
+    int8 = Predictor(
+        model, NAMES, SIZE, runtime="onnx-int8", threads=1, calibration=calibration
+    ).probabilities(faces)
+    np.testing.assert_allclose(int8.sum(axis=1), 1, atol=1e-3)
+    # int8 moves a face's probabilities far less than another face does
+    between_faces = np.abs(exact - exact[::-1]).mean()
+    assert np.abs(int8 - exact).mean() < 0.25 * between_faces
+    assert np.abs(int8 - exact).max() < 0.05
+
+
+@pytest.mark.slow
+def test_the_quantised_graph_is_int8_and_keeps_its_metadata(model):
+    proto = onnx_model(model, list(NAMES))
+    batches = [np.random.default_rng(0).standard_normal((2, 3, SIZE, SIZE), dtype=np.float32)]
+    quantized = quantize_int8(proto, batches)
+    ops = {node.op_type for node in quantized.graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear"} <= ops
+    int8 = [t for t in quantized.graph.initializer if t.data_type == onnx.TensorProto.INT8]
+    convs = [n for n in proto.graph.node if n.op_type == "Conv"]
+    assert len(int8) >= len(convs)  # every convolution's weights
+    assert {p.key: p.value for p in quantized.metadata_props} == {
+        p.key: p.value for p in proto.metadata_props
+    }
+
+
+def test_calibration_settings_are_checked(model):
+    with pytest.raises(ValueError, match="go with runtime 'onnx-int8'"):
+        Predictor(model, NAMES, SIZE, runtime="onnx-int8")
+    with pytest.raises(ValueError, match="go with runtime 'onnx-int8'"):
+        Predictor(model, NAMES, SIZE, runtime="onnx", calibration=_faces(2, seed=0))
+    with pytest.raises(ValueError, match="runs on the CPU"):
+        Predictor(model, NAMES, SIZE, runtime="onnx-int8", device="meta", calibration=[])
+    with pytest.raises(ValueError, match="no calibration images"):
+        quantize_int8(onnx.ModelProto(), [])  # checked before the graph is read
+
+
+class _Split:
+    def __init__(self, n: int):
+        self.split = "train"
+        self.images = np.arange(n, dtype=np.uint8).reshape(n, 1, 1, 1)
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+
+def test_calibration_crops_are_a_seeded_sample_of_the_split():
+    split = _Split(50)
+    crops = calibration_crops(split, 10, seed=3)
+    assert crops.shape == (10, 1, 1, 1) and crops.dtype == np.uint8
+    assert len(set(crops.ravel())) == 10  # no row twice
+    np.testing.assert_array_equal(crops, calibration_crops(split, 10, seed=3))
+    assert not np.array_equal(crops, calibration_crops(split, 10, seed=4))
+    assert len(calibration_crops(split, 500)) == 50  # a small split: all of it
+    with pytest.raises(ValueError, match="at least one image"):
+        calibration_crops(split, 0)
+    with pytest.raises(ValueError, match="split 'train' has no images"):
+        calibration_crops(_Split(0), 5)
+
+
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory):
+    """A tiny synthetic FER+ dataset through the real prepare job: its train split calibrates."""
+    from psr.data.synthetic import SynthConfig, write_dataset
+    from psr.jobs import prepare
+
+    root = tmp_path_factory.mktemp("int8-data")
+    synth = SynthConfig(seed=3, train=24, valid=0, test=0, class_balance="uniform")
+    write_dataset("ferplus", root / "raw", synth, progress=False)
+    cfg = prepare.PrepareConfig(
+        dataset="ferplus", source=root / "raw", name="tiny", workers=1, progress=False
+    )
+    return prepare.run(cfg, root / "prepared").root
+
+
+@pytest.mark.slow
+def test_psr_predict_runs_int8_calibrated_on_a_prepared_train_split(model, prepared, tmp_path):
+    import pandas as pd
+
+    from psr.cli import main
+    from psr.models import save_model
+
+    checkpoint = tmp_path / "best.pt"
+    config = {"name": "psr", "num_classes": len(NAMES), "image_size": SIZE, "width": 0.125}
+    config |= {"sr_features": 8, "sr_res_blocks": 1}
+    save_model(checkpoint, model, config=config, class_names=NAMES, image_size=SIZE)
+    image, out = tmp_path / "face.png", tmp_path / "faces.csv"
+    cv2.imwrite(str(image), _faces(1, seed=5)[0])
+    args = ["predict", str(image), "--checkpoint", str(checkpoint), "--no-detect"]
+    int8 = ["--runtime", "onnx-int8", "--threads", "1", "--calibrate-on", str(prepared)]
+    assert main([*args, *int8, "--calibration-images", "8", "--csv", str(out)]) == 0
+    [row] = pd.read_csv(out).to_dict("records")
+    assert row["status"] == "ok"
+    assert sum(row[f"p_{name}"] for name in NAMES) == pytest.approx(1, abs=1e-3)
+    # each calibration flag goes with the int8 runtime, which needs --calibrate-on
+    assert main([*args, "--runtime", "onnx-int8"]) == 2
+    assert main([*args, "--runtime", "onnx", "--calibrate-on", str(prepared)]) == 2
+    assert main([*args, "--calibration-images", "8"]) == 2
