@@ -64,6 +64,8 @@ TINY_SPACE = {
     f"train.phase1.lrs.{i}": {"type": "float", "low": 1e-5, "high": 0.1, "log": True}
     for i in (1, 2)
 }
+#: `prefect deployment run` waits for the run, polling it each second (test time)
+WATCH = ("--watch", "--watch-interval", "1")
 README_REQUEST = '{"inputs": [[[[0], [64], [128]], [[64], [128], [192]], [[128], [192], [255]]]]}'
 STAGES = (
     "download", "prepare", "priors", "sr_pretrain", "backbone", "tune", "train", "evaluate",
@@ -862,14 +864,15 @@ def test_prefect_deployment_run_completes(pipeline_repo: PipelineRepo, tmp_path)
         run([prefect, "--no-prompt", "deploy", "--name", "local"], root, timeout=300, **env)
         venv = BIN.parent  # the Makefile's verb, with this venv taken as installed
         worker_cmd = ["make", f"VENV={venv}", "-o", f"{venv}/.installed", "prefect-worker"]
-        with servers.background(worker_cmd, root, worker_log, clean_env(**env)) as worker:
+        polled = clean_env(**env, PREFECT_WORKER_QUERY_SECONDS="1")  # not every 10 s: test time
+        with servers.background(worker_cmd, root, worker_log, polled) as worker:
             result = run(
-                [prefect, "deployment", "run", "psr-pipeline/local", "--watch"],
+                [prefect, "deployment", "run", "psr-pipeline/local", *WATCH],
                 root,
                 timeout=900,
                 **env,
             )
-            tune_cmd = [prefect, "deployment", "run", "psr-tune/local", "--watch"]
+            tune_cmd = [prefect, "deployment", "run", "psr-tune/local", *WATCH]
             tuned = run(
                 [*tune_cmd, "-p", "workers=2", "-p", "n_trials=2"],
                 root,
@@ -877,7 +880,7 @@ def test_prefect_deployment_run_completes(pipeline_repo: PipelineRepo, tmp_path)
                 **env,
             )
             ablated = run(  # up to date after the ablation test: DVC skips every arm
-                [prefect, "deployment", "run", "psr-ablate/local", "--watch"],
+                [prefect, "deployment", "run", "psr-ablate/local", *WATCH],
                 root,
                 timeout=900,
                 **env,

@@ -162,10 +162,19 @@ def test_a_worker_in_an_empty_folder_runs_the_deployed_commit(tmp_path):
             made.mkdir()
         worker_log = tmp_path / "worker.log"
         worker_env = {**env, "PREFECT_HOME": str(folder / ".prefect"), "PYTHONPATH": ""}
+        worker_env["PREFECT_WORKER_QUERY_SECONDS"] = "1"  # not every 10 s: test time
         worker_cmd = [PREFECT, "worker", "start", "--pool", "psr-team", "--type", "process"]
         # stopped on exit
         with servers.background(worker_cmd, folder, worker_log, clean_env(**worker_env)):
-            trigger = [PREFECT, "deployment", "run", "psr-pipeline/team", "--watch"]
+            trigger = [
+                PREFECT,
+                "deployment",
+                "run",
+                "psr-pipeline/team",
+                "--watch",
+                "--watch-interval",
+                "1",
+            ]
             ran = subprocess.run(
                 [*trigger, "-p", 'stages=["validate"]', "-jv", f"working_dir={runs}"],
                 cwd=tmp_path,
