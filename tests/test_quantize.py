@@ -12,7 +12,6 @@ from torch import nn
 
 from psr.export import onnx_model
 from psr.inference import Predictor
-from psr.models import create_model
 from psr.quantize import calibration_crops, quantize_int8
 
 NAMES = ("neutral", "happiness", "surprise", "anger")
@@ -29,16 +28,11 @@ def _faces(n: int, seed: int) -> list[np.ndarray]:
 
 
 @pytest.fixture(scope="module")
-def model():
-    torch.manual_seed(0)
-    net = create_model(
-        "psr", num_classes=len(NAMES), image_size=SIZE, width=0.125, sr_features=8, sr_res_blocks=1
-    )
-    net.train()(torch.randn(4, 3, SIZE, SIZE))  # non-default BatchNorm statistics
-    last = [m for m in net.modules() if isinstance(m, nn.Linear)][-1]
+def model(tiny_psr):
+    last = [m for m in tiny_psr.modules() if isinstance(m, nn.Linear)][-1]
     with torch.no_grad():  # outputs that differ from face to face, not all near uniform
         last.weight.mul_(30)
-    return net.eval()
+    return tiny_psr
 
 
 @pytest.mark.slow
@@ -102,21 +96,6 @@ def test_calibration_crops_are_a_seeded_sample_of_the_split():
         calibration_crops(split, 0)
     with pytest.raises(ValueError, match="split 'train' has no images"):
         calibration_crops(_Split(0), 5)
-
-
-@pytest.fixture(scope="module")
-def prepared(tmp_path_factory):
-    """A tiny synthetic FER+ dataset through the real prepare job: its train split calibrates."""
-    from psr.data.synthetic import SynthConfig, write_dataset
-    from psr.jobs import prepare
-
-    root = tmp_path_factory.mktemp("int8-data")
-    synth = SynthConfig(seed=3, train=24, valid=0, test=0, class_balance="uniform")
-    write_dataset("ferplus", root / "raw", synth, progress=False)
-    cfg = prepare.PrepareConfig(
-        dataset="ferplus", source=root / "raw", name="tiny", workers=1, progress=False
-    )
-    return prepare.run(cfg, root / "prepared").root
 
 
 @pytest.mark.slow

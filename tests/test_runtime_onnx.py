@@ -9,7 +9,7 @@ import torch
 
 from psr.export import onnx_model
 from psr.inference import Predictor
-from psr.models import FusedModel, create_model
+from psr.models import FusedModel
 from psr.runtime_onnx import OnnxClassifier, create_session
 
 NAMES = ("neutral", "happiness", "surprise", "anger")
@@ -22,15 +22,10 @@ def _faces(n: int) -> list[np.ndarray]:
 
 
 @pytest.fixture(scope="module")
-def model():
-    torch.manual_seed(0)
-    net = create_model(
-        "psr", num_classes=len(NAMES), image_size=SIZE, width=0.125, sr_features=8, sr_res_blocks=1
-    )
-    net.train()(torch.randn(4, 3, SIZE, SIZE))  # non-default BatchNorm statistics
+def model(tiny_psr):
     with torch.no_grad():  # a non-identity STN, so the exported sampling is exercised
-        net.stn.regressor[-1].bias.copy_(torch.tensor([0.9, 0.1, 0.05, -0.1, 0.95, 0.0]))
-    return net.eval()
+        tiny_psr.stn.regressor[-1].bias.copy_(torch.tensor([0.9, 0.1, 0.05, -0.1, 0.95, 0.0]))
+    return tiny_psr
 
 
 def test_batched_probabilities_equal_one_crop_at_a_time(model):

@@ -1,4 +1,5 @@
-"""A tiny synthetic FER+ dataset, prepared by the real prepare job, shared by the job tests."""
+"""The job tests' priors and tiny configurations, over the shared ``prepared`` dataset
+(tests/conftest.py)."""
 
 from __future__ import annotations
 
@@ -6,24 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from psr.data.synthetic import SynthConfig, write_dataset
 from psr.engine import TrainConfig
-from psr.jobs import prepare, priors
+from psr.jobs import priors
 from psr.models import ModelConfig
 
 SIZE = 64
-
-
-@pytest.fixture(scope="session")
-def prepared(tmp_path_factory) -> Path:
-    """``<tmp>/prepared/tiny``: 64 train, 24 valid, 24 test synthetic faces, 8 classes."""
-    root = tmp_path_factory.mktemp("jobs")
-    synth = SynthConfig(seed=3, train=64, valid=24, test=24, class_balance="uniform")
-    write_dataset("ferplus", root / "raw", synth, progress=False)
-    cfg = prepare.PrepareConfig(
-        dataset="ferplus", source=root / "raw", name="tiny", workers=1, progress=False
-    )
-    return prepare.run(cfg, root / "prepared").root
 
 
 @pytest.fixture(scope="session")
