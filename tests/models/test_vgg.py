@@ -15,7 +15,7 @@ from psr.models import create_model
 def test_full_width_features_match_torchvision() -> None:
     ours = vgg.vgg16_bn_features(1.0)
     theirs = torchvision.models.vgg16_bn(weights=None).features
-    assert [type(m) for m in ours] == [type(m) for m in theirs]
+    assert [repr(m) for m in ours] == [repr(m) for m in theirs]  # kernels, strides, padding
     assert {k: v.shape for k, v in ours.state_dict().items()} == {
         k: v.shape for k, v in theirs.state_dict().items()
     }
@@ -48,21 +48,22 @@ def test_imagenet_weights_offline_give_a_clear_error(monkeypatch) -> None:
     def offline(weights):
         raise urllib.error.URLError("[Errno -3] Temporary failure in name resolution")
 
-    monkeypatch.setattr(vgg, "vgg16_bn", offline)
+    monkeypatch.setattr(torchvision.models, "vgg16_bn", offline)
     with pytest.raises(RuntimeError, match=r"pretrained: imagenet could not get .*vgg16_bn"):
         create_model("vgg16", pretrained="imagenet", image_size=64)
 
 
 def test_imagenet_weights_are_requested_from_torchvision(monkeypatch) -> None:
     requested = []
+    untrained = torchvision.models.vgg16_bn
 
     def fake(weights):
         requested.append(weights)
-        model = torchvision.models.vgg16_bn(weights=None)
+        model = untrained(weights=None)
         torch.nn.init.constant_(model.features[0].bias, 0.25)
         return model
 
-    monkeypatch.setattr(vgg, "vgg16_bn", fake)
+    monkeypatch.setattr(torchvision.models, "vgg16_bn", fake)
     model = create_model("psr", pretrained="imagenet", image_size=64)
     assert requested == [torchvision.models.VGG16_BN_Weights.IMAGENET1K_V1]
     for low in model.low:
@@ -72,3 +73,16 @@ def test_imagenet_weights_are_requested_from_torchvision(monkeypatch) -> None:
 def test_imagenet_weights_need_full_width() -> None:
     with pytest.raises(ValueError, match=r"pretrained='imagenet' needs width=1.0 \(got width=0.25"):
         create_model("psr", pretrained="imagenet", width=0.25)
+
+
+def test_building_a_model_does_not_import_torchvision() -> None:
+    """torchvision imports torch._dynamo: seconds of every command's start."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; from psr.models import create_model; create_model('psr', image_size=64,"
+        " width=0.125); print('torchvision' in sys.modules)"
+    )
+    shown = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert shown.stdout.strip() == "False"
