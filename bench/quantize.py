@@ -39,7 +39,7 @@ def main() -> None:
         parser.error("--split train is what calibrates: measure on another split")
 
     split = load_split(args.data, args.split)
-    calibration = calibration_crops(load_split(args.data, "train"), args.calibration_images)
+    calibration = calibration_crops(args.data, args.calibration_images)
     faces = list(split.images)
     probabilities, seconds = {}, {}
     for runtime in ("onnx", "onnx-int8"):

@@ -1,6 +1,7 @@
 """The ``psr`` command. Each subcommand lives in ``psr/commands/<name>.py`` (``sr_pretrain.py``
-is ``psr sr-pretrain``) and exposes ``HELP``, ``add_arguments(parser)`` and ``run(args) -> int``;
-heavy imports stay inside ``run`` so that ``psr --help`` is instant."""
+is ``psr sr-pretrain``) and exposes ``HELP``, ``add_arguments(parser)`` and ``run(args) -> int``
+(``_<name>.py`` is a helper that commands share); heavy imports stay inside ``run`` so that
+``psr --help`` is instant."""
 
 from __future__ import annotations
 
@@ -23,6 +24,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="psr", description=DESCRIPTION)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for info in sorted(pkgutil.iter_modules(psr.commands.__path__), key=lambda m: m.name):
+        if info.name.startswith("_"):
+            continue
         module = importlib.import_module(f"psr.commands.{info.name}")
         cmd = sub.add_parser(info.name.replace("_", "-"), help=module.HELP, description=module.HELP)
         module.add_arguments(cmd)

@@ -8,6 +8,7 @@ input expects are stored as ONNX metadata, so a server needs only the ``.onnx`` 
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -42,12 +43,18 @@ def _onnx_program(model: PSRNet, image_size: int) -> onnx.ModelProto:
 
 
 def onnx_model(
-    model: PSRNet, class_names: list[str] | None = None, *, fold_batch_norm: bool = True
+    model: PSRNet,
+    class_names: Sequence[str] | None = None,
+    *,
+    fold_batch_norm: bool = True,
+    calibration: Iterable[np.ndarray] | None = None,
 ) -> onnx.ModelProto:
     """The ONNX graph of ``model`` (fused probabilities) with its metadata, in memory.
 
     ``fold_batch_norm`` exports an eval copy whose BatchNorms are folded into the convolutions
-    before them (:func:`psr.models.fusion.fuse_conv_bn`); the function is the same.
+    before them (:func:`psr.models.fusion.fuse_conv_bn`); the function is the same. With
+    ``calibration`` (normalised ``[B, 3, S, S]`` batches of training faces) the graph is the
+    int8 one calibrated on them (:func:`psr.quantize.quantize_int8`).
     Class names default to ``class_0..class_{K-1}``. ``model`` is left in its mode."""
     names = class_names or [f"class_{i}" for i in range(model.num_classes)]
     was_training = model.training
@@ -65,6 +72,10 @@ def onnx_model(
         "output": f"float32 [B, {model.num_classes}], mean of per-branch softmax",
     }
     onnx.helper.set_model_props(proto, metadata)
+    if calibration is not None:
+        from psr.quantize import quantize_int8
+
+        proto = quantize_int8(proto, calibration)
     return proto
 
 
@@ -72,9 +83,11 @@ def export_onnx(
     checkpoint_or_model: str | Path | PSRNet,
     out_path: str | Path,
     *,
-    class_names: list[str] | None = None,
+    class_names: Sequence[str] | None = None,
+    calibration: Iterable[np.ndarray] | None = None,
 ) -> Path:
-    """Export a checkpoint (from ``save_model``) or a model to ``out_path`` atomically.
+    """Export a checkpoint (from ``save_model``) or a model to ``out_path`` atomically; int8
+    with ``calibration`` (:func:`onnx_model`).
 
     For a bare model, class names default to ``class_0..class_{K-1}``.
     """
@@ -83,7 +96,7 @@ def export_onnx(
     else:
         model, info = load_model(checkpoint_or_model)
         names = class_names or info["class_names"]
-    proto = onnx_model(model, names)
+    proto = onnx_model(model, names, calibration=calibration)
     out_path = Path(out_path)
     with atomic_path(out_path) as tmp:
         onnx.save_model(proto, tmp)
@@ -91,17 +104,30 @@ def export_onnx(
 
 
 def max_abs_difference(
-    model: PSRNet, onnx_path: str | Path, batch: int = 3, seed: int = 0
+    model: PSRNet,
+    onnx_path: str | Path,
+    batch: int = 3,
+    seed: int = 0,
+    inputs: Iterable[np.ndarray] | None = None,
 ) -> float:
-    """Largest |PyTorch - onnxruntime| probability on a random normalised batch."""
-    generator = torch.Generator().manual_seed(seed)
-    x = torch.randn(batch, 3, model.image_size, model.image_size, generator=generator)
-    was_training = model.training
-    model.eval()
-    with torch.no_grad():
-        expected = FusedModel(model)(x).numpy()
-    model.train(was_training)
+    """Largest |PyTorch - onnxruntime| probability on ``inputs`` (normalised batches), by default
+    a random normalised batch of ``batch`` images."""
     from psr.runtime_onnx import create_session
 
-    (got,) = create_session(onnx_path).run([OUTPUT_NAME], {INPUT_NAME: x.numpy()})
-    return float(np.abs(got - expected).max())
+    if inputs is None:
+        generator = torch.Generator().manual_seed(seed)
+        size = model.image_size
+        inputs = [torch.randn(batch, 3, size, size, generator=generator).numpy()]
+    session = create_session(onnx_path)
+    was_training = model.training
+    model.eval()
+    largest = 0.0
+    try:
+        for x in inputs:
+            with torch.no_grad():
+                expected = FusedModel(model)(torch.from_numpy(np.asarray(x))).numpy()
+            (got,) = session.run([OUTPUT_NAME], {INPUT_NAME: np.ascontiguousarray(x)})
+            largest = max(largest, float(np.abs(got - expected).max()))
+    finally:
+        model.train(was_training)
+    return largest

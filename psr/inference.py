@@ -214,7 +214,7 @@ class Predictor:
 
             batches = None
             if calibration is not None:
-                batches = (batch.numpy() for batch in self._batches(calibration))
+                batches = (batch.numpy() for batch in self.normalised_batches(calibration))
             self._onnx = OnnxClassifier.from_model(self.model, threads=threads, calibration=batches)
         #: The logged model's MLmodel metadata (``from_uri``; empty for a bare checkpoint),
         #: e.g. what it was trained on.
@@ -293,7 +293,7 @@ class Predictor:
             crop = cv2.cvtColor(crop, cv2.COLOR_RGB2GRAY)
         return self.transform(crop)  # [h, w(, 3)] uint8 -> [3, S, S] float
 
-    def _batches(self, faces: Sequence[np.ndarray]) -> Iterator[torch.Tensor]:
+    def normalised_batches(self, faces: Sequence[np.ndarray]) -> Iterator[torch.Tensor]:
         """Face crops (any size, RGB/gray/RGBA uint8) -> normalised ``[B, 3, S, S]`` batches."""
         for start in range(0, len(faces), self.batch_size):
             chunk = faces[start : start + self.batch_size]
@@ -303,7 +303,7 @@ class Predictor:
 
     def probabilities(self, faces: Sequence[np.ndarray]) -> np.ndarray:
         """Class probabilities ``[N, K]`` of pre-cropped faces (any size, RGB/gray/RGBA uint8)."""
-        rows = [self._classify(batch) for batch in self._batches(faces)]
+        rows = [self._classify(batch) for batch in self.normalised_batches(faces)]
         if not rows:
             return np.zeros((0, len(self.class_names)), dtype=np.float32)
         return np.concatenate(rows)

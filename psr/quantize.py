@@ -13,11 +13,12 @@ import itertools
 import tempfile
 from collections.abc import Iterable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import onnx
 
-from psr.runtime_onnx import INPUT_NAME
+if TYPE_CHECKING:  # onnx loads in quantize_int8: the CLI imports CALIBRATION_IMAGES at start
+    import onnx
 
 #: Calibration crops by default, drawn from the training split.
 CALIBRATION_IMAGES = 256
@@ -31,6 +32,7 @@ OP_TYPES = ("Conv", "Gemm", "MatMul", "Relu", "Add", "MaxPool")
 def quantize_int8(proto: onnx.ModelProto, batches: Iterable[np.ndarray]) -> onnx.ModelProto:
     """The int8 QDQ graph of ``proto`` (an export of :func:`psr.export.onnx_model`), calibrated on
     ``batches`` of normalised images ``[B, 3, S, S]`` float32. Metadata is kept."""
+    import onnx
     from onnxruntime.quantization import (
         CalibrationDataReader,
         QuantFormat,
@@ -38,6 +40,8 @@ def quantize_int8(proto: onnx.ModelProto, batches: Iterable[np.ndarray]) -> onnx
         quantize_static,
     )
     from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    from psr.runtime_onnx import INPUT_NAME
 
     batches = iter(batches)
     first = next(batches, None)
@@ -75,12 +79,17 @@ def quantize_int8(proto: onnx.ModelProto, batches: Iterable[np.ndarray]) -> onnx
     return quantized
 
 
-def calibration_crops(split, count: int = CALIBRATION_IMAGES, *, seed: int = 0) -> np.ndarray:
-    """``count`` face crops ``[n, H, W, C]`` uint8 drawn at random (``seed``) from a prepared
-    split (``psr.data.prepared.PreparedSplit``): the training split, never a reported one."""
+def calibration_crops(
+    data_dir: str | Path, count: int = CALIBRATION_IMAGES, *, seed: int = 0
+) -> np.ndarray:
+    """``count`` face crops ``[n, H, W, C]`` uint8 drawn at random (``seed``) from the training
+    split of the prepared dataset ``data_dir``: never from a split that is reported."""
+    from psr.data.prepared import load_split
+
     if count < 1:
         raise ValueError(f"calibration needs at least one image, got count={count}")
+    split = load_split(data_dir, "train")
     if len(split) == 0:
-        raise ValueError(f"split {split.split!r} has no images to calibrate on")
+        raise ValueError(f"{data_dir}: the train split has no images to calibrate on")
     rows = np.sort(np.random.default_rng(seed).permutation(len(split))[:count])
     return np.asarray(split.images[rows])

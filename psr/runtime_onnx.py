@@ -86,15 +86,10 @@ class OnnxClassifier:
         calibration: Iterable[np.ndarray] | None = None,
     ) -> OnnxClassifier:
         """Export ``model`` in memory (:func:`psr.export.onnx_model`) and open a session; with
-        ``calibration`` (normalised batches), the int8 graph calibrated on them
-        (:func:`psr.quantize.quantize_int8`)."""
+        ``calibration`` (normalised batches), the int8 graph calibrated on them."""
         from psr.export import onnx_model
 
-        proto = onnx_model(model, fold_batch_norm=fold_batch_norm)
-        if calibration is not None:
-            from psr.quantize import quantize_int8
-
-            proto = quantize_int8(proto, calibration)
+        proto = onnx_model(model, fold_batch_norm=fold_batch_norm, calibration=calibration)
         return cls(create_session(proto, threads=threads, optimization=optimization))
 
     def __call__(self, images: np.ndarray) -> np.ndarray:

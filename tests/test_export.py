@@ -63,4 +63,31 @@ def test_export_command(tmp_path, capsys) -> None:
     assert "max |difference|" in capsys.readouterr().out
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
     assert main(["export", "--checkpoint", str(tmp_path / "nope.pt"), "--onnx", str(out)]) == 2
-    assert "file not found" in capsys.readouterr().err
+    assert f"checkpoint not found: {tmp_path / 'nope.pt'}" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_export_int8_command_calibrates_on_the_train_split(tmp_path, capsys, prepared) -> None:
+    model = _model("psr_interp")
+    checkpoint = save_model(
+        tmp_path / "best.pt",
+        model,
+        config=model.config.model_dump(),
+        class_names=list("abcdefg"),
+        image_size=64,
+    )
+    out = tmp_path / "int8.onnx"
+    command = ["export", "--checkpoint", str(checkpoint), "--onnx", str(out)]
+    calibrate = ["--calibrate-on", str(prepared), "--calibration-images", "16"]
+    assert main([*command, "--int8", *calibrate]) == 0
+    printed = capsys.readouterr().out
+    assert f"wrote {out} (int8, 16 crops)" in printed and "tolerance 0.1" in printed
+    graph = onnx.load(str(out))
+    assert "QuantizeLinear" in {node.op_type for node in graph.graph.node}
+    assert json.loads({p.key: p.value for p in graph.metadata_props}["class_names"]) == list(
+        "abcdefg"
+    )
+    assert main([*command, "--int8"]) == 2
+    assert "--calibrate-on goes with --int8, which needs it" in capsys.readouterr().err
+    assert main([*command, *calibrate]) == 2
+    assert "--calibrate-on goes with --int8" in capsys.readouterr().err

@@ -75,49 +75,18 @@ def test_calibration_settings_are_checked(model):
         quantize_int8(onnx.ModelProto(), [])  # checked before the graph is read
 
 
-class _Split:
-    def __init__(self, n: int):
-        self.split = "train"
-        self.images = np.arange(n, dtype=np.uint8).reshape(n, 1, 1, 1)
+def test_calibration_crops_are_a_seeded_sample_of_the_train_split(prepared, tmp_path):
+    from psr.data.prepared import load_split
 
-    def __len__(self) -> int:
-        return len(self.images)
-
-
-def test_calibration_crops_are_a_seeded_sample_of_the_split():
-    split = _Split(50)
-    crops = calibration_crops(split, 10, seed=3)
-    assert crops.shape == (10, 1, 1, 1) and crops.dtype == np.uint8
-    assert len(set(crops.ravel())) == 10  # no row twice
-    np.testing.assert_array_equal(crops, calibration_crops(split, 10, seed=3))
-    assert not np.array_equal(crops, calibration_crops(split, 10, seed=4))
-    assert len(calibration_crops(split, 500)) == 50  # a small split: all of it
+    train = load_split(prepared, "train")
+    crops = calibration_crops(prepared, 10, seed=3)
+    assert crops.shape == (10, *train.images.shape[1:]) and crops.dtype == np.uint8
+    rows = {bytes(c) for c in crops}
+    assert len(rows) == 10 and rows <= {bytes(image) for image in train.images}
+    np.testing.assert_array_equal(crops, calibration_crops(prepared, 10, seed=3))
+    assert not np.array_equal(crops, calibration_crops(prepared, 10, seed=4))
+    assert len(calibration_crops(prepared, 500)) == len(train)  # a small split: all of it
     with pytest.raises(ValueError, match="at least one image"):
-        calibration_crops(split, 0)
-    with pytest.raises(ValueError, match="split 'train' has no images"):
-        calibration_crops(_Split(0), 5)
-
-
-@pytest.mark.slow
-def test_psr_predict_runs_int8_calibrated_on_a_prepared_train_split(model, prepared, tmp_path):
-    import pandas as pd
-
-    from psr.cli import main
-    from psr.models import save_model
-
-    checkpoint = tmp_path / "best.pt"
-    config = {"name": "psr", "num_classes": len(NAMES), "image_size": SIZE, "width": 0.125}
-    config |= {"sr_features": 8, "sr_res_blocks": 1}
-    save_model(checkpoint, model, config=config, class_names=NAMES, image_size=SIZE)
-    image, out = tmp_path / "face.png", tmp_path / "faces.csv"
-    cv2.imwrite(str(image), _faces(1, seed=5)[0])
-    args = ["predict", str(image), "--checkpoint", str(checkpoint), "--no-detect"]
-    int8 = ["--runtime", "onnx-int8", "--threads", "1", "--calibrate-on", str(prepared)]
-    assert main([*args, *int8, "--calibration-images", "8", "--csv", str(out)]) == 0
-    [row] = pd.read_csv(out).to_dict("records")
-    assert row["status"] == "ok"
-    assert sum(row[f"p_{name}"] for name in NAMES) == pytest.approx(1, abs=1e-3)
-    # each calibration flag goes with the int8 runtime, which needs --calibrate-on
-    assert main([*args, "--runtime", "onnx-int8"]) == 2
-    assert main([*args, "--runtime", "onnx", "--calibrate-on", str(prepared)]) == 2
-    assert main([*args, "--calibration-images", "8"]) == 2
+        calibration_crops(prepared, 0)
+    with pytest.raises(FileNotFoundError, match="not a prepared dataset"):
+        calibration_crops(tmp_path, 5)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from psr.commands import _calibration as calibration
+
 HELP = "predict expressions in images, folders (recursively) and videos"
 
 
@@ -50,17 +52,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="onnx: export once in memory and classify through onnxruntime (CPU); onnx-int8: "
         "the same quantised to int8, calibrated on --calibrate-on (CPU, fastest)",
     )
-    parser.add_argument(
-        "--calibrate-on",
-        metavar="DATA",
-        help="onnx-int8: prepared dataset (data/prepared/<name>) whose train split calibrates it",
-    )
-    parser.add_argument(
-        "--calibration-images",
-        type=int,
-        metavar="N",
-        help="onnx-int8: training crops drawn at random to calibrate on (default 256)",
-    )
+    calibration.add_arguments(parser, "--runtime onnx-int8")
     parser.add_argument(
         "--threads", type=int, default=0, help="CPU threads for torch/onnxruntime (0: default)"
     )
@@ -159,18 +151,9 @@ def run(args: argparse.Namespace) -> int:
         "runtime": args.runtime,
         "threads": args.threads,
     }
-    if (args.runtime == "onnx-int8") != bool(args.calibrate_on):
-        raise ValueError("--calibrate-on goes with --runtime onnx-int8, which needs it")
-    if args.calibration_images is not None and not args.calibrate_on:
-        raise ValueError("--calibration-images goes with --runtime onnx-int8 and --calibrate-on")
-    if args.calibrate_on:
-        from psr.data.prepared import load_split
-        from psr.quantize import CALIBRATION_IMAGES, calibration_crops
-
-        count = args.calibration_images
-        count = CALIBRATION_IMAGES if count is None else count
-        split = load_split(args.calibrate_on, "train")
-        options["calibration"] = calibration_crops(split, count)
+    crops = calibration.crops(args, args.runtime == "onnx-int8", "--runtime onnx-int8")
+    if crops is not None:
+        options["calibration"] = crops
     if args.checkpoint:
         if args.tracking_uri:
             raise ValueError("--tracking-uri goes with --model-uri, not --checkpoint")
