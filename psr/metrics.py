@@ -192,6 +192,9 @@ def classification_metrics(
     return out
 
 
+#: The metrics a report leads with (and ``psr evaluate`` prints).
+HEADLINE = ("accuracy", "macro_f1", "uar", "nll", "ece")
+
 #: Metrics of the majority-class baseline (the others are undefined or meaningless for it).
 BASELINE_METRICS = ("accuracy", "macro_f1", "uar")
 

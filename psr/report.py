@@ -46,9 +46,13 @@ from psr.figures import (
     plot_reliability,
 )
 from psr.fileio import atomic_directory
-from psr.metrics import BASELINE_METRICS, BOOTSTRAP_RESAMPLES, calibration_bins, chance_baseline
-
-HEADLINE = ("accuracy", "macro_f1", "uar", "nll", "ece")
+from psr.metrics import (
+    BASELINE_METRICS,
+    BOOTSTRAP_RESAMPLES,
+    HEADLINE,
+    calibration_bins,
+    chance_baseline,
+)
 
 
 def breakdown_stem(column: str) -> str:

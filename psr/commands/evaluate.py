@@ -82,7 +82,7 @@ def registered_provenance(uri: str) -> dict[str, str]:
 
 def run(args: argparse.Namespace) -> int:
     from psr.jobs import evaluate
-    from psr.report import HEADLINE
+    from psr.metrics import HEADLINE
 
     if args.by_column and not args.by_sidecar:
         raise ValueError("--by-column needs --by-sidecar (the table holding that column)")

@@ -19,8 +19,7 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field
 
 from psr.evaluate import EvalResult, load_sidecar
-from psr.metrics import BOOTSTRAP_RESAMPLES, INTERVAL_METRICS
-from psr.report import HEADLINE
+from psr.metrics import BOOTSTRAP_RESAMPLES, HEADLINE, INTERVAL_METRICS
 
 #: ``breakdown_by: auto``: this sidecar column when the sidecar has it (the generator's
 #: rendered face size), else no breakdown.
