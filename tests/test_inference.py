@@ -342,6 +342,15 @@ def test_cli_predict_no_detect_and_errors(folder, checkpoint, tmp_path, capsys):
     empty.mkdir()
     assert main(["predict", str(empty), "--checkpoint", str(checkpoint)]) == 2
     assert "no files found" in capsys.readouterr().err
+    crops = ["predict", str(folder), "--checkpoint", str(checkpoint), "--no-detect"]
+    assert main([*crops, "--runtime", "onnx-int8"]) == 2
+    assert "--calibrate-on goes with --runtime onnx-int8, which needs it" in (
+        capsys.readouterr().err
+    )
+    assert main([*crops, "--calibration-images", "8"]) == 2
+    assert "--calibration-images goes with --runtime onnx-int8 and --calibrate-on" in (
+        capsys.readouterr().err
+    )
 
 
 def test_huge_photo_box_is_in_original_pixels(checkpoint):
