@@ -48,16 +48,20 @@ def test_onnx_matches_pytorch_for_any_batch(tmp_path, name: str, size: int) -> N
     assert model.training is False
 
 
-@pytest.mark.slow
-def test_export_command(tmp_path, capsys) -> None:
+def _checkpoint(tmp_path):
     model = _model("psr_interp")  # bicubic upsampling instead of EDSR
-    checkpoint = save_model(
+    return save_model(
         tmp_path / "best.pt",
         model,
         config=model.config.model_dump(),
         class_names=list("abcdefg"),
         image_size=64,
     )
+
+
+@pytest.mark.slow
+def test_export_command(tmp_path, capsys) -> None:
+    checkpoint = _checkpoint(tmp_path)
     out = tmp_path / "model.onnx"
     assert main(["export", "--checkpoint", str(checkpoint), "--onnx", str(out)]) == 0
     assert "max |difference|" in capsys.readouterr().out
@@ -68,14 +72,7 @@ def test_export_command(tmp_path, capsys) -> None:
 
 @pytest.mark.slow
 def test_export_int8_command_calibrates_on_the_train_split(tmp_path, capsys, prepared) -> None:
-    model = _model("psr_interp")
-    checkpoint = save_model(
-        tmp_path / "best.pt",
-        model,
-        config=model.config.model_dump(),
-        class_names=list("abcdefg"),
-        image_size=64,
-    )
+    checkpoint = _checkpoint(tmp_path)
     out = tmp_path / "int8.onnx"
     command = ["export", "--checkpoint", str(checkpoint), "--onnx", str(out)]
     calibrate = ["--calibrate-on", str(prepared), "--calibration-images", "16"]
