@@ -179,6 +179,27 @@ def connect() -> str:
     return uri
 
 
+@contextmanager
+def _one_creator(uri: str) -> Iterator[None]:
+    """For a SQLite file, one process at a time in the folder that holds it while MLflow opens
+    the store: the first creates the tables, the others then find them. Two stages started at
+    once on a new database both ran MLflow's migrations, and one failed ("Online migration
+    expected to match one row")."""
+    import fcntl
+
+    if not uri.startswith("sqlite:///"):
+        yield
+        return
+    folder = Path(uri.removeprefix("sqlite:///")).parent
+    folder.mkdir(parents=True, exist_ok=True)
+    handle = os.open(folder, os.O_RDONLY)
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(handle)  # releases the lock
+
+
 def use_experiment(dataset: str) -> str:
     """Point MLflow at :func:`tracking_uri` and the dataset's experiment; return its id.
 
@@ -188,7 +209,8 @@ def use_experiment(dataset: str) -> str:
     _wait_for_locks()
     uri = connect()
     name = experiment_name(dataset)
-    experiment = mlflow.get_experiment_by_name(name)
+    with _one_creator(uri):
+        experiment = mlflow.get_experiment_by_name(name)
     if experiment is None:
         location = None
         if _local_backend(uri):

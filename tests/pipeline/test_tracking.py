@@ -261,3 +261,37 @@ def test_recorded_run_and_copied_params(monkeypatch, tmp_path, caplog):
     record.write_text(json.dumps({"run_id": "0" * 32}))
     assert tracking.recorded_run("train") is None
     assert f"names run {'0' * 32}, which sqlite:///" in caplog.text
+
+
+@pytest.mark.integration
+def test_stages_started_at_once_on_a_new_database_all_open_it(tmp_path):
+    """Three processes open the same new SQLite database at the same moment (a parallel
+    `make ablate` or tune workers on a fresh clone): each gets the experiment, none fails in
+    MLflow's table migrations."""
+    import subprocess
+    import sys
+    import time
+
+    db = tmp_path / "mlflow.db"
+    start = time.time() + 12  # past every process's imports, which take seconds
+    code = (
+        "import time; from pipeline import tracking; "
+        f"time.sleep(max(0, {start} - time.time())); print(tracking.use_experiment('race'))"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "PSR_"))}
+    env |= {"MLFLOW_TRACKING_URI": f"sqlite:///{db}", "PYTHONPATH": str(Path.cwd())}
+    workers = [
+        subprocess.Popen(
+            [sys.executable, "-c", code],
+            cwd=tmp_path,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(3)
+    ]
+    results = [(w.communicate(timeout=300), w.returncode) for w in workers]
+    for (_, err), code in results:
+        assert code == 0, err[-3000:]
+    assert len({out.strip() for (out, _), _ in results}) == 1  # one experiment
