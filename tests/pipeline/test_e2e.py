@@ -553,11 +553,12 @@ def test_compare_shows_the_columns_people_compare(pipeline_repo: PipelineRepo):
         "train.phase1.lrs",
         "train.phase2.epochs",
         "train.phase2.lrs",
+        "evaluate.tta_repeats",  # changed by the short experiment
     ]
     assert len(full.stdout.splitlines()[0].split("|")) > 2 * len(header)  # the point of it
     rows = {c[0].strip(): dict(zip(header, map(str.strip, c), strict=True)) for c in rows}
     short = next(row for name, row in rows.items() if name.endswith("[short]"))
-    assert short["train.phase1.epochs"] == "1"
+    assert short["evaluate.tta_repeats"] == "2"
     for row in rows.values():  # workspace, the saved baseline (HEAD), the experiment
         assert 0.0 <= float(row["accuracy"]) <= 1.0, row
         assert 0.0 <= float(row["reports/train/metrics.json:best_valid_acc"]) <= 1.0, row
