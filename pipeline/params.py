@@ -131,9 +131,26 @@ class TuneParams(Section):
         description="enqueue params.yaml's own values of the space as the first trial, so the "
         "study says whether tuning beat the untuned default",
     )
+    seed_repeats: int = Field(
+        0,
+        ge=0,
+        description="the baseline trial again with train.seed + 1, + 2, ... (never pruned; part "
+        "of n_trials): the seed-to-seed spread the trial values are read against",
+    )
     space: dict[str, SearchDim] = Field(
         default_factory=dict, description="dotted path (train.* or model.*) -> dimension"
     )
+
+    @model_validator(mode="after")
+    def _repeats_need_the_baseline(self) -> TuneParams:
+        if self.seed_repeats and not self.baseline_trial:
+            raise ValueError("tune.seed_repeats repeats the baseline trial: set baseline_trial")
+        if self.seed_repeats + 1 > self.n_trials:
+            raise ValueError(
+                f"tune.n_trials={self.n_trials} cannot hold the baseline and its "
+                f"{self.seed_repeats} seed_repeats"
+            )
+        return self
 
 
 class DistributedParams(Section):
@@ -206,6 +223,11 @@ class AblateParams(Section):
     )
     phase1_epochs: int | None = Field(None, ge=1, description="null: train.phase1.epochs")
     phase2_epochs: int | None = Field(None, ge=0, description="null: train.phase2.epochs")
+    targets: Literal["labels", "train"] = Field(
+        "labels",
+        description="labels: every arm against the majority labels (the loss is then the only "
+        "difference between arms 1-3); train: train.loss.targets, the registered model's",
+    )
 
     @model_validator(mode="after")
     def _unique(self) -> AblateParams:

@@ -42,6 +42,8 @@ RUNNING, FAIL = optuna.trial.TrialState.RUNNING, optuna.trial.TrialState.FAIL
 FINISHED = (COMPLETE, optuna.trial.TrialState.PRUNED)
 #: Trial user attributes: the worker process (``host:pid``) and why a trial failed.
 OWNER, FAIL_REASON, RETRY_OF = "owner", "fail_reason", "retry_of"
+#: Trial user attribute of a seed repeat of the baseline: the train.seed it trains with.
+TRAIN_SEED = "train_seed"
 #: What each epoch reports to the pruner (the engine's fused validation accuracy).
 OBJECTIVE = "valid_acc"
 STAGE = "tune"
@@ -170,13 +172,16 @@ def open_study(params: Params, name: str, **settings: Any) -> optuna.Study:
 
 
 def queue_baseline(study: optuna.Study, params: Params) -> None:
-    """Queue params.yaml's untuned values as a trial, once per study (``tune.baseline_trial``).
-    Called by whoever starts the study (the DVC stage, or the psr-tune flow before its workers),
-    never by parallel workers: their check-then-queue would race."""
+    """Queue params.yaml's untuned values as a trial, once per study (``tune.baseline_trial``),
+    then ``tune.seed_repeats`` more with the next train seeds. Called by whoever starts the
+    study (the DVC stage, or the psr-tune flow before its workers), never by parallel workers:
+    their check-then-queue would race."""
     if params.tune.baseline_trial and "baseline_trial" not in study.user_attrs:
         values = baseline_values(params)
         study.set_user_attr("baseline_trial", values)
         study.enqueue_trial(values, skip_if_exists=True)
+        for k in range(1, params.tune.seed_repeats + 1):  # the same values, other initial weights
+            study.enqueue_trial(values, user_attrs={TRAIN_SEED: params.train.seed + k})
 
 
 def create_study(params: Params, name: str, seed: int, worker: int = 0) -> optuna.Study:
@@ -227,7 +232,10 @@ class Objective:
         # the untuned baseline always trains to the end: it is what the search is judged against
         prunable = overrides != trial.study.user_attrs.get("baseline_trial")
         trial.set_user_attr("sampler_seed", self.sampler_seed)
-        params = trial_params(self.params, overrides)
+        seed = (
+            {"train.seed": trial.user_attrs[TRAIN_SEED]} if TRAIN_SEED in trial.user_attrs else {}
+        )
+        params = trial_params(self.params, overrides | seed)
         mlflow.start_run(
             run_name=f"trial-{trial.number}",
             nested=True,
@@ -242,7 +250,7 @@ class Objective:
             },
         )
         try:
-            tracking.log_params(overrides)
+            tracking.log_params(overrides | seed)
             best = self._train(trial, params, prunable)
         except optuna.TrialPruned:
             mlflow.set_tag("optuna.state", "PRUNED")
@@ -319,7 +327,8 @@ def fail_abandoned_trials(study: optuna.Study) -> list[int]:
             continue
         values = trial.system_attrs.get("fixed_params") or trial.params
         if values:
-            study.enqueue_trial(values, user_attrs={RETRY_OF: trial.number})
+            repeat = {k: trial.user_attrs[k] for k in (TRAIN_SEED,) if k in trial.user_attrs}
+            study.enqueue_trial(values, user_attrs={RETRY_OF: trial.number, **repeat})
         log.warning("trial %d: %s", trial.number, reason)
         failed.append(trial.number)
     return failed
@@ -383,15 +392,13 @@ def summarize(study: optuna.Study) -> tuple[dict[str, Any], dict[str, float]]:
     if counts["complete"] == 0:
         raise ValueError(f"study {study.study_name}: no trial completed (all pruned or failed)")
     best = study.best_trial
-    values = np.array([t.value for t in study.get_trials(deepcopy=False, states=(COMPLETE,))])
-    baseline = next(  # the first complete one: a killed worker's attempt failed
-        (
-            t
-            for t in study.get_trials(deepcopy=False, states=(COMPLETE,))
-            if t.params == study.user_attrs.get("baseline_trial", object())
-        ),
-        None,
-    )
+    complete = study.get_trials(deepcopy=False, states=(COMPLETE,))
+    untuned = study.user_attrs.get("baseline_trial", object())
+    repeats = [t for t in complete if t.params == untuned and TRAIN_SEED in t.user_attrs]
+    searched = [t for t in complete if t not in repeats]
+    values = np.array([t.value for t in searched])
+    # the first complete one: a killed worker's attempt failed
+    baseline = next((t for t in searched if t.params == untuned), None)
     document = {
         "enabled": True,
         "study": study.study_name,
@@ -405,11 +412,24 @@ def summarize(study: optuna.Study) -> tuple[dict[str, Any], dict[str, float]]:
         "trials_complete": counts["complete"],
         "trials_pruned": counts["pruned"],
         "trials_failed": counts["fail"],
-        "trial_value_min": float(values.min()),
-        "trial_value_max": float(values.max()),
+        # the search's complete trials (the seed repeats of the baseline are the noise below)
+        "trial_value_min": float(values.min()) if len(values) else float("nan"),
+        "trial_value_max": float(values.max()) if len(values) else float("nan"),
         "trial_value_std": float(values.std(ddof=1)) if len(values) > 1 else 0.0,
     }
     if baseline is not None:
         metrics["baseline_valid_acc"] = float(baseline.value)
         metrics["best_minus_baseline"] = float(best.value - baseline.value)
+        seeds = np.array([baseline.value] + [t.value for t in repeats])
+        metrics["baseline_seeds"] = len(seeds)
+        if len(seeds) > 1:
+            noise = float(seeds.std(ddof=1))
+            metrics["baseline_seed_std"] = noise
+            metrics["baseline_seed_mean"] = float(seeds.mean())
+            # how far the search spreads and the winner stands, in units of seed noise
+            if noise > 0:
+                metrics["trial_std_over_seed_std"] = metrics["trial_value_std"] / noise
+                metrics["best_over_baseline_mean_in_seed_std"] = (
+                    float(best.value) - float(seeds.mean())
+                ) / noise
     return document, metrics

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 import torch
+from torch import nn
 
 from psr.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from psr.fileio import atomic_path
@@ -80,7 +81,7 @@ def onnx_model(
 
 
 def export_onnx(
-    checkpoint_or_model: str | Path | PSRNet,
+    checkpoint_or_model: str | Path | nn.Module,
     out_path: str | Path,
     *,
     class_names: Sequence[str] | None = None,
@@ -91,7 +92,7 @@ def export_onnx(
 
     For a bare model, class names default to ``class_0..class_{K-1}``.
     """
-    if isinstance(checkpoint_or_model, PSRNet):
+    if isinstance(checkpoint_or_model, nn.Module):
         model, names = checkpoint_or_model, class_names
     else:
         model, info = load_model(checkpoint_or_model)

@@ -110,6 +110,16 @@ def run(params: Params) -> None:
         for path in (TUNE_BEST_FILE, TRIALS_FILE, HISTORY_PLOT, IMPORTANCE_PLOT):
             mlflow.log_artifact(str(path))
         log.info("study %s: best %.4f with %s", name, document["best_value"], document["params"])
+        if "baseline_seed_std" in metrics:
+            log.info(
+                "trial values spread %.4f (std) against %.4f between seeds of the untuned "
+                "default (mean %.4f over %d seeds): the best is %.1f seed stds above that mean",
+                metrics["trial_value_std"],
+                metrics["baseline_seed_std"],
+                metrics["baseline_seed_mean"],
+                metrics["baseline_seeds"],
+                metrics.get("best_over_baseline_mean_in_seed_std", float("nan")),
+            )
 
 
 def work(params: Params, parent_run_id: str, n_trials: int | None, worker: int) -> None:

@@ -6,7 +6,8 @@
     groups = model.param_groups()  # [STN + SR], [high + head], [low] for discriminative lrs
 
 Members (``list_models()``): ``psr`` (paper), ``psr_nostn``, ``psr_interp``, ``psr_espcn``,
-``vgg16`` (single-scale baseline); other pyramids via ``multiples`` (e.g. ``[1, 2, 4, 1]``).
+``vgg16`` (single-scale baseline), ``small_cnn`` (plain CNN, sanity baseline); other pyramids
+via ``multiples`` (e.g. ``[1, 2, 4, 1]``).
 ``width`` (ours, not the paper's) scales every VGG channel count for small CPU-sized variants.
 """
 

@@ -47,6 +47,10 @@ FAMILY: dict[str, Member] = {
         "single-scale VGG16-bn with the same head, no STN (baseline)",
         {"multiples": [1], "stn": False, "sr": "edsr"},
     ),
+    "small_cnn": Member(
+        "plain small CNN: 4 stages of 2 convs, global pooling, linear (sanity baseline)",
+        {"multiples": [1], "stn": False, "sr": "edsr"},
+    ),
 }
 
 
@@ -113,6 +117,19 @@ class ModelConfig(BaseModel):
             if getattr(self, key) is None:
                 setattr(self, key, list(value) if isinstance(value, list) else value)
         plan_pyramid(self.multiples, self.image_size)
+        if self.name == "small_cnn":
+            extras = {
+                "multiples": self.multiples != [1],
+                "stn": bool(self.stn),
+                "pretrained": self.pretrained != "none",
+                "sr_weights": bool(self.sr_weights),
+            }
+            if any(extras.values()):
+                given = ", ".join(f"{k}={getattr(self, k)!r}" for k, on in extras.items() if on)
+                raise ValueError(
+                    "small_cnn is a plain single-scale CNN trained from scratch: multiples [1], "
+                    f"no STN, pretrained 'none', no sr_weights (got {given})"
+                )
         if self.pretrained == "imagenet" and self.width != 1.0:
             raise ValueError(
                 f"pretrained='imagenet' needs width=1.0 (got width={self.width}): "

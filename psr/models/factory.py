@@ -6,6 +6,7 @@ from typing import Any
 
 from psr.models.config import FAMILY, ModelConfig
 from psr.models.psr import PSRNet
+from psr.models.small_cnn import SmallCNN
 from psr.models.weights import load_backbone_weights, load_sr_weights
 
 
@@ -14,8 +15,12 @@ def list_models() -> dict[str, str]:
     return {name: member.description for name, member in FAMILY.items()}
 
 
-def build_model(cfg: ModelConfig) -> PSRNet:
+def build_model(cfg: ModelConfig) -> PSRNet | SmallCNN:
     """The network described by a validated ``cfg``, with the weights it names loaded."""
+    if cfg.name == "small_cnn":
+        small = SmallCNN(cfg.num_classes, cfg.image_size, cfg.width)
+        small.config = cfg
+        return small
     model = PSRNet(
         num_classes=cfg.num_classes,
         image_size=cfg.image_size,
@@ -44,7 +49,7 @@ def build_model(cfg: ModelConfig) -> PSRNet:
     return model
 
 
-def create_model(name: str = "psr", **cfg: Any) -> PSRNet:
+def create_model(name: str = "psr", **cfg: Any) -> PSRNet | SmallCNN:
     """Build family member ``name`` (see :func:`list_models`) with ``ModelConfig`` fields ``cfg``.
 
     ``create_model("psr", num_classes=7, image_size=100)`` is the paper's RAF-DB network;

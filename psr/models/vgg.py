@@ -10,6 +10,8 @@ CPU), so torchvision is imported only to fetch the ImageNet weights.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 from torch import nn
 
@@ -44,7 +46,7 @@ def _init_like_torchvision(features: nn.Sequential) -> None:
             nn.init.zeros_(m.bias)
 
 
-def _conv_bn_relu_layers(cfg: list[int | str]) -> nn.Sequential:
+def _conv_bn_relu_layers(cfg: Sequence[int | str]) -> nn.Sequential:
     """Conv3x3-BN-ReLU per channel count and MaxPool2d(2) per "M", indexed as torchvision's
     ``make_layers(cfg, batch_norm=True)`` (so its state dicts load)."""
     layers: list[nn.Module] = []
@@ -80,8 +82,13 @@ def vgg16_bn_features(width: float = 1.0, imagenet: bool = False) -> nn.Sequenti
         return _imagenet_features()
     if width <= 0:
         raise ValueError(f"width must be > 0, got {width}")
-    cfg = [c if c == "M" else scaled_channels(c, width) for c in _VGG16_CFG]
-    features = _conv_bn_relu_layers(cfg)
+    return conv_stack(_VGG16_CFG, width)
+
+
+def conv_stack(cfg: Sequence[int | str], width: float = 1.0) -> nn.Sequential:
+    """VGG-style layers for ``cfg`` (channel counts scaled by ``width``, "M" a 2x2 max-pool),
+    initialised as torchvision's VGG."""
+    features = _conv_bn_relu_layers([c if c == "M" else scaled_channels(c, width) for c in cfg])
     _init_like_torchvision(features)
     return features
 

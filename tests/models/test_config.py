@@ -22,7 +22,8 @@ def test_member_defaults_fill_unset_fields_only(name: str) -> None:
     cfg = ModelConfig(name=name)
     for key, value in FAMILY[name].defaults.items():
         assert getattr(cfg, key) == value
-    assert ModelConfig(name=name, stn=True).stn is True
+    if name != "small_cnn":  # which takes no STN (test_family)
+        assert ModelConfig(name=name, stn=True).stn is True
 
 
 def test_both_call_styles_build_the_same_model() -> None:

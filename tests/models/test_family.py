@@ -9,7 +9,9 @@ from psr.models import FAMILY, create_model, fuse, list_models
 
 SMALL = {"width": 0.125, "sr_features": 8, "sr_res_blocks": 1}
 MEMBERS = sorted(FAMILY)
-SINGLE_SCALE = {"vgg16"}
+SINGLE_SCALE = {"vgg16", "small_cnn"}
+#: The members built on PSRNet (STN, SR, per-branch low part, the fastai head).
+PSRNETS = sorted(set(FAMILY) - {"small_cnn"})
 
 
 def _valid(name: str, size: int) -> bool:
@@ -49,7 +51,7 @@ def test_forward_shapes(name: str, size: int, num_classes: int, batch: int, trai
         assert not missing, f"parameters without gradient: {missing}"
 
 
-@pytest.mark.parametrize("name", MEMBERS)
+@pytest.mark.parametrize("name", PSRNETS)
 def test_batch_of_one_in_training_is_refused_by_batchnorm(name: str) -> None:
     """The fastai head's BatchNorm1d cannot train on one sample: train with batches >= 2."""
     model = create_model(name, num_classes=7, image_size=64, **SMALL).train()
@@ -65,6 +67,11 @@ def test_param_groups_cover_every_parameter_once(name: str) -> None:
     ids = [id(p) for group in groups for p in group]
     assert len(ids) == len(set(ids))
     assert set(ids) == {id(p) for p in model.parameters()}
+    if name == "small_cnn":  # no STN or SR; the last linear layer trains at the "high" rate
+        assert groups[0] == []
+        assert id(model.head[-1].weight) in {id(p) for p in groups[1]}
+        assert id(model.features[0].weight) in {id(p) for p in groups[2]}
+        return
     stn_sr = {id(p) for p in (*model.stn.parameters(), *model.sr.parameters())}
     assert {id(p) for p in groups[0]} == stn_sr
     assert {id(p) for p in groups[2]} == {id(p) for p in model.low.parameters()}
@@ -81,6 +88,18 @@ def test_family_members_differ_as_documented() -> None:
     baseline = create_model("vgg16", image_size=48, **SMALL)
     assert [b.name for b in baseline.branches] == ["full"]
     assert sum(p.numel() for p in baseline.sr.parameters()) == 0
+    small = create_model("small_cnn", image_size=64, **SMALL)
+    convs = [m for m in small.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert [c.out_channels for c in convs] == [8, 8, 16, 16, 32, 32, 64, 64]  # width 0.125
+    assert sum(p.numel() for p in small.parameters()) < sum(
+        p.numel() for p in baseline.parameters()
+    )
+
+
+def test_small_cnn_takes_none_of_psrs_parts() -> None:
+    for change in ({"multiples": [1, 2, 1]}, {"stn": True}, {"pretrained": "imagenet"}):
+        with pytest.raises(ValueError, match="small_cnn is a plain single-scale CNN"):
+            create_model("small_cnn", image_size=64, **(SMALL | change))
 
 
 def test_deeper_pyramid_has_two_sr_networks() -> None:

@@ -15,13 +15,13 @@ def _trained_a_little(name: str = "psr"):
     torch.manual_seed(0)
     model = create_model(name, num_classes=7, image_size=64, **SMALL).train()
     model(torch.randn(4, 3, 64, 64))  # moves BatchNorm running statistics off their defaults
-    if name != "vgg16":  # make the STN do something, so its weights must round-trip too
+    if name not in ("vgg16", "small_cnn"):  # a working STN, so its weights must round-trip
         with torch.no_grad():
             model.stn.regressor[-1].weight.normal_(0, 0.01)
     return model.eval()
 
 
-@pytest.mark.parametrize("name", ["psr", "psr_interp", "vgg16"])
+@pytest.mark.parametrize("name", ["psr", "psr_interp", "vgg16", "small_cnn"])
 def test_round_trip_rebuilds_the_same_model(tmp_path, name: str) -> None:
     model = _trained_a_little(name)
     names = class_names("rafdb")

@@ -43,6 +43,7 @@ TINY = [
     "tune.data_fraction=0.5",
     "tune.startup_trials=2",
     "tune.storage=journal:optuna.journal",
+    "tune.seed_repeats=0",  # tests that need the repeats ask for them
     "model.width=0.0625",
     "model.sr_features=4",
     "model.sr_res_blocks=1",

@@ -26,6 +26,12 @@ def with_changes(params, section: str, **changes):
 
 def test_arms_change_only_what_their_row_adds(params):
     models = {arm: ablation.model_config(params, arm) for arm in ablation.ARMS if arm != "psr_deep"}
+    assert {arm: (m.name, m.multiples, m.stn) for arm, m in models.items()}["small_cnn"] == (
+        "small_cnn",
+        [1],
+        False,
+    )
+    del models["small_cnn"]
     assert {arm: (m.multiples, m.stn, m.sr) for arm, m in models.items()} == {
         "vgg16_ce": ([1], False, "edsr"),
         "vgg16_ls": ([1], False, "edsr"),
@@ -41,7 +47,8 @@ def test_arms_change_only_what_their_row_adds(params):
             params.model.sr_features,
         )
     losses = {arm: ablation.train_config(params, arm, 0).loss for arm in ablation.ARMS}
-    assert [losses[a].name for a in ("vgg16_ce", "vgg16_ls", "vgg16_pdls", "psr")] == [
+    assert [losses[a].name for a in ("small_cnn", "vgg16_ce", "vgg16_ls", "vgg16_pdls", "psr")] == [
+        "ce",
         "ce",
         "uniform_ls",
         "pdls",
@@ -96,7 +103,9 @@ def test_bad_ablate_section_is_a_clear_error(section, message):
 
 
 def test_unknown_arm_or_missing_section_is_named_by_the_ablation(params):
-    with pytest.raises(ValueError, match=r"ablate.arms: unknown \['resnet'\]; valid: \['vgg16_ce'"):
+    with pytest.raises(
+        ValueError, match=r"ablate.arms: unknown \['resnet'\]; valid: \['small_cnn', 'vgg16_ce'"
+    ):
         ablation.planned_runs(with_changes(params, "ablate", arms=["psr", "resnet"]))
     with pytest.raises(ValueError, match="no ablate section"):
         ablation.check_arms(params.model_copy(update={"ablate": None}))
@@ -207,3 +216,14 @@ def test_readme_check_and_write(tmp_path, monkeypatch):
     assert readme.main([*where, "--check"]) == 1
     source.unlink()
     assert readme.main(where) == 2
+
+
+def test_targets_train_keeps_the_registered_models_targets(params):
+    params = with_changes(
+        params, "train", loss=params.train.loss.model_copy(update={"targets": "distribution"})
+    )
+    assert ablation.train_config(params, "psr", 0).loss.targets == "labels"  # the default rule
+    params = with_changes(params, "ablate", targets="train")
+    losses = {arm: ablation.train_config(params, arm, 0).loss for arm in ("small_cnn", "psr")}
+    assert {loss.targets for loss in losses.values()} == {"distribution"}
+    assert [loss.name for loss in losses.values()] == ["ce", "pdls"]  # each arm's own loss

@@ -101,8 +101,9 @@ def test_two_tune_workers_never_propose_the_same_values(workspace, run_tune_work
 
 
 def test_hyperband_study_starts_from_the_untuned_default(workspace, monkeypatch):
-    """Trial 0 is params.yaml's own values and is never pruned; the report says how far the
-    search spread and whether it beat that default; the pruner is Hyperband over epochs."""
+    """Trial 0 is params.yaml's own values and trial 1 the same with the next train seed, never
+    pruned; the report says how far the search spread against that seed noise and whether it
+    beat the default; the pruner is Hyperband over epochs."""
     import optuna
 
     from pipeline import tuning
@@ -119,10 +120,12 @@ def test_hyperband_study_starts_from_the_untuned_default(workspace, monkeypatch)
             "n_trials": 4,
             "phase1_epochs": 3,
             "pruner": pruner,
+            "seed_repeats": 1,
         }
     )
     params = params.model_copy(update={"tune": cfg})
     assert params.tune.baseline_trial
+    cfg_seed = params.train.seed
     hyperband = tuning.make_pruner(params)
     assert isinstance(hyperband, optuna.pruners.HyperbandPruner)
     assert (hyperband._min_resource, hyperband._max_resource) == (1, 3)
@@ -134,9 +137,21 @@ def test_hyperband_study_starts_from_the_untuned_default(workspace, monkeypatch)
     assert baseline["train.phase1.lrs.1"] == params.train.phase1.lrs[1]
     assert trials[0].params == baseline and trials[0].state == optuna.trial.TrialState.COMPLETE
     assert trials[0].last_step == 3  # trained to the end
-    assert all(t.params != baseline for t in trials[1:])
+    repeat = trials[1]
+    assert repeat.params == baseline and repeat.user_attrs[tuning.TRAIN_SEED] == cfg_seed + 1
+    assert repeat.state == optuna.trial.TrialState.COMPLETE and repeat.last_step == 3
+    assert repeat.value != trials[0].value  # other initial weights
+    assert all(t.params != baseline for t in trials[2:])
     metrics = json.loads((report_dir("tune") / "metrics.json").read_text())
-    values = [t.value for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
+    complete = optuna.trial.TrialState.COMPLETE
+    values = [t.value for t in trials if t.state == complete and t.number != 1]
     assert metrics["trial_value_max"] == pytest.approx(max(values))
     assert metrics["baseline_valid_acc"] == pytest.approx(trials[0].value)
-    assert metrics["best_minus_baseline"] == pytest.approx(max(values) - trials[0].value)
+    best = max(t.value for t in trials if t.state == complete)
+    assert metrics["best_minus_baseline"] == pytest.approx(best - trials[0].value)
+    seeds = [trials[0].value, repeat.value]
+    assert metrics["baseline_seeds"] == 2
+    assert metrics["baseline_seed_std"] == pytest.approx(abs(seeds[0] - seeds[1]) / 2**0.5)
+    assert metrics["trial_std_over_seed_std"] == pytest.approx(
+        metrics["trial_value_std"] / metrics["baseline_seed_std"]
+    )

@@ -83,6 +83,9 @@ def test_the_readmes_recipe_command_applies_every_recipe(recipe: Path, tmp_path)
         ("train", ["batch_size"], "big", "train.batch_size: Input should be a valid integer"),
         ("download", ["synth", "train"], -5, "download.synth.train: Input should be greater"),
         ("evaluate", ["tta"], "maybe", "evaluate.tta: Input should be a valid boolean"),
+        ("tune", ["baseline_trial"], False, "tune: Value error, tune.seed_repeats repeats"),
+        ("tune", ["n_trials"], 2, "tune.n_trials=2 cannot hold the baseline and its 2 seed"),
+        ("ablate", ["targets"], "votes", "ablate.targets: Input should be 'labels' or 'train'"),
     ],
 )
 def test_errors_name_the_key(data, section, path, value, message):
