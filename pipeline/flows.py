@@ -519,6 +519,11 @@ def psr_tune(
         f" (trial {document['best_trial']})",
         *(f"- `{k}` = {v}" for k, v in document["params"].items()),
         *(f"- {k}: {v}" for k, v in metrics.items() if k.startswith("trials_")),
+        *(  # the spread of the search against the seed noise of the untuned default
+            f"- {k}: {metrics[k]:.4f}"
+            for k in ("trial_value_std", "baseline_seed_std", "trial_std_over_seed_std")
+            if k in metrics
+        ),
     ]
     create_markdown_artifact(markdown="\n".join(lines) + "\n", key="psr-tune-report")
     return {**document, **metrics}

@@ -300,6 +300,21 @@ def match_sidecar(ids: Sequence[str], table: pd.DataFrame, key: str | None = Non
     return table.iloc[rows.loc[[str(i) for i in ids]].to_numpy()]
 
 
+def _class_indices(rows: pd.DataFrame, column: str, class_names: Sequence[str]) -> np.ndarray:
+    """The class index of each row's name in sidecar ``column``, NaN where the name is not a
+    class (the generator's ``not_a_face``); an error when no row names a class."""
+    if column not in rows.columns:
+        raise ValueError(f"sidecar has no column {column!r}; columns: {list(rows.columns)}")
+    index = {name: float(i) for i, name in enumerate(class_names)}
+    labels = rows[column].astype(str).map(index).to_numpy(dtype=np.float64)
+    if np.isnan(labels).all():
+        raise ValueError(
+            f"sidecar column {column!r} names none of the classes {list(class_names)} "
+            f"(e.g. {rows[column].iloc[0]!r})"
+        )
+    return labels
+
+
 def _groups(values: pd.Series, bins: int) -> pd.Series:
     """Numeric columns with more than ``bins`` distinct values -> ``bins`` equal-count intervals
     (labelled ``lo-hi``); anything else is grouped by value."""
@@ -318,9 +333,13 @@ def accuracy_breakdown(
     *,
     key: str | None = None,
     bins: int = 5,
+    truth: str | None = None,
 ) -> pd.DataFrame:
     """Accuracy per value (or per binned range) of a sidecar ``column``, one ``accuracy_<name>``
     column per result (e.g. with and without TTA) plus the sample ``count`` of each group.
+    With ``truth`` (a sidecar column of class names, e.g. the generator's ``true_label``), also
+    ``accuracy_<name>_vs_<truth>``: the same predictions scored against that column, over the
+    rows whose ``truth`` is one of the classes.
 
     The sidecar is joined to the samples on its ``key`` column (default ``id``, the prepared
     ids) with :func:`match_sidecar`. Every evaluated sample must be in the sidecar.
@@ -330,7 +349,8 @@ def accuracy_breakdown(
     first = next(iter(results.values()))
     if column not in sidecar.columns:
         raise ValueError(f"sidecar has no column {column!r}; columns: {list(sidecar.columns)}")
-    values = match_sidecar(first.ids, sidecar, key)[column].reset_index(drop=True)
+    rows = match_sidecar(first.ids, sidecar, key).reset_index(drop=True)
+    values = rows[column]
     if values.isna().any():
         raise ValueError(
             f"sidecar column {column!r} is empty for {int(values.isna().sum())} samples"
@@ -338,6 +358,11 @@ def accuracy_breakdown(
     frame = pd.DataFrame({"group": _groups(values, bins)})
     for name, result in results.items():
         frame[f"accuracy_{name}"] = (result.preds == result.labels).astype(np.float64)
+    if truth is not None:
+        truth_labels = _class_indices(rows, truth, first.class_names)
+        for name, result in results.items():
+            correct = (result.preds == truth_labels).astype(np.float64)
+            frame[f"accuracy_{name}_vs_{truth}"] = np.where(np.isnan(truth_labels), np.nan, correct)
     grouped = frame.groupby("group", observed=True, sort=True)
     out = grouped.mean()
     out.insert(0, "count", grouped.size())

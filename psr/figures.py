@@ -163,20 +163,29 @@ def plot_breakdown(table: pd.DataFrame, column: str, path: Path) -> None:
     _save(fig, path)
 
 
-def plot_groups_by_arm(table: pd.DataFrame, column: str, path: Path) -> None:
+def plot_groups_by_arm(
+    table: pd.DataFrame,
+    column: str,
+    path: Path,
+    *,
+    measure: str = "",
+    against: str | None = None,
+) -> None:
     """Accuracy per group of ``column`` for several models (``table``: arm, group, count, mean,
-    std in group order), one line with seed-to-seed error bars per arm."""
+    std in group order, or ``<measure>_mean``/``_std``), one line with seed-to-seed error bars
+    per arm; ``against`` names what it was scored against in the title."""
+    mean, std = (f"{measure}_mean", f"{measure}_std") if measure else ("mean", "std")
     groups = list(dict.fromkeys(table["group"]))
     counts = table.drop_duplicates("group").set_index("group")["count"]
     x = np.arange(len(groups))
     fig, ax = plt.subplots(figsize=(3 + 1.1 * len(groups), 4.2))
     for arm, rows in table.groupby("arm", sort=False):
         rows = rows.set_index("group").reindex(groups)
-        ax.errorbar(x, rows["mean"], yerr=rows["std"], marker="o", capsize=3, label=arm)
+        ax.errorbar(x, rows[mean], yerr=rows[std], marker="o", capsize=3, label=arm)
     ax.set_xticks(x, [f"{g}\n(n={int(counts[g])})" for g in groups])
     ax.set_xlabel(column)
     ax.set_ylabel("test accuracy (mean ± std over seeds)")
     ax.set_ylim(0, 1)
-    ax.set_title(f"accuracy by {column}")
+    ax.set_title(f"accuracy by {column}" + (f" against {against}" if against else ""))
     ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0))
     _save(fig, path)

@@ -30,6 +30,7 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 
+from psr.data.synthetic import TRUE_LABEL
 from psr.evaluate import (
     EvalResult,
     accuracy_breakdown,
@@ -450,7 +451,10 @@ def report_checkpoint(
         definitions[name] = definition_summary(result, used=name == test_definition)
     breakdown = None
     if table is not None:
-        breakdown = accuracy_breakdown(results, table, by_column, key=by_key, bins=bins)
+        truth = TRUE_LABEL if TRUE_LABEL in table.columns else None
+        breakdown = accuracy_breakdown(
+            results, table, by_column, key=by_key, bins=bins, truth=truth
+        )
     run_info = {
         "checkpoint": f"{checkpoint} ({_selected_epoch(info['extra'])})",
         "data": f"{data} ({split})",

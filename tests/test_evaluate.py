@@ -7,6 +7,7 @@ import pytest
 import torch
 from torch import nn
 
+from psr.data.synthetic import TRUE_LABEL
 from psr.evaluate import (
     EvalResult,
     accuracy_breakdown,
@@ -216,6 +217,29 @@ def test_breakdown_by_numeric_sidecar_column():
     assert table["count"].tolist() == [5, 5]
     assert table["accuracy_no_tta"].tolist() == pytest.approx([2 / 5, 4 / 5])
     assert table["group"].tolist() == ["10-24", "24-38"]
+
+
+def test_breakdown_scores_the_same_predictions_against_the_rendered_expression():
+    """The generator's true_label beside the crowd's label: a group where the crowd said
+    something else than the face shows is scored both ways; not_a_face rows are left out."""
+    result = _result_with(np.array([1, 1, 0, 0], bool))
+    preds = [NAMES[i] for i in result.preds]
+    sidecar = pd.DataFrame(
+        {
+            "id": list(result.ids),
+            "size": [10, 10, 40, 40],
+            # row 1: the crowd's label is right, the face showed another class; row 2: the
+            # crowd missed what the model saw; row 3 is no face
+            "true_label": [preds[0], NAMES[(result.preds[1] + 1) % 3], preds[2], "not_a_face"],
+        }
+    )
+    table = accuracy_breakdown({"a": result}, sidecar, "size", bins=2, truth=TRUE_LABEL)
+    assert table["accuracy_a"].tolist() == [1.0, 0.0]
+    assert table["accuracy_a_vs_true_label"].tolist() == [0.5, 1.0]
+    with pytest.raises(ValueError, match=r"'true_label' names none of the classes"):
+        accuracy_breakdown({"a": result}, sidecar.assign(true_label="x"), "size", truth=TRUE_LABEL)
+    with pytest.raises(ValueError, match="no column 'truth'"):
+        accuracy_breakdown({"a": result}, sidecar, "size", truth="truth")
 
 
 def test_breakdown_joins_on_the_id_column_in_any_order():

@@ -19,10 +19,12 @@ import pandas as pd
 from pipeline import ablation, tracking
 from pipeline.params import Params
 from pipeline.stages.common import stage_main
+from psr.data.synthetic import TRUE_LABEL
 
 STAGE = "ablation_report"
 OUT = ablation.SUMMARY_DIR
 RESULTS_FILE, PLOT_FILE = ablation.RESULTS_FILE, ablation.PLOT_FILE
+TRUTH_PLOT_FILE = OUT / f"accuracy_by_resolution_vs_{TRUE_LABEL}.png"
 #: Columns of the table: metric key -> heading (mean ± std over seeds).
 COLUMNS = {
     "accuracy": "test accuracy",
@@ -67,12 +69,12 @@ def read_runs(params: Params) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, str
         rows.append({"arm": arm, **metrics})
         if column:
             table = pd.read_csv(folder / "evaluation" / f"{breakdown_stem(column)}.csv")
+            # the headline variant's column, and the same scored against the rendered expression
             accuracy = next(c for c in table.columns if c.startswith("accuracy_"))
-            groups.append(
-                table.rename(columns={accuracy: "accuracy"})[["group", "count", "accuracy"]].assign(
-                    arm=arm, seed=seed, order=range(len(table))
-                )
-            )
+            names = {accuracy: "accuracy", f"{accuracy}_vs_{TRUE_LABEL}": "truth_accuracy"}
+            table = table.rename(columns=names)
+            kept = ["group", "count", *(c for c in names.values() if c in table.columns)]
+            groups.append(table[kept].assign(arm=arm, seed=seed, order=range(len(table))))
     runs = pd.DataFrame(rows)
     by_group = pd.concat(groups, ignore_index=True) if groups else pd.DataFrame()
     return runs, by_group, skipped
@@ -96,20 +98,21 @@ def summarize(runs: pd.DataFrame) -> pd.DataFrame:
 
 
 def summarize_groups(by_group: pd.DataFrame) -> pd.DataFrame:
-    """Per arm and group: mean and std over seeds of the group's accuracy."""
+    """Per arm and group: mean and std over seeds of the group's accuracy (``mean``, ``std``)
+    and, where the runs have it, of its accuracy against the rendered expression
+    (``truth_mean``, ``truth_std``)."""
     rows = []
     for (arm, group), part in by_group.groupby(["arm", "group"], sort=False):
-        mean, std = _spread(part["accuracy"])
-        rows.append(
-            {
-                "arm": arm,
-                "group": group,
-                "order": int(part["order"].iloc[0]),
-                "count": int(part["count"].iloc[0]),
-                "mean": mean,
-                "std": std,
-            }
-        )
+        row = {
+            "arm": arm,
+            "group": group,
+            "order": int(part["order"].iloc[0]),
+            "count": int(part["count"].iloc[0]),
+        }
+        row["mean"], row["std"] = _spread(part["accuracy"])
+        if "truth_accuracy" in part:
+            row["truth_mean"], row["truth_std"] = _spread(part["truth_accuracy"])
+        rows.append(row)
     table = pd.DataFrame(rows)
     arms = list(dict.fromkeys(by_group["arm"]))
     table["arm_order"] = table["arm"].map(arms.index)
@@ -149,24 +152,39 @@ def markdown(
         )
     if not groups.empty:
         column = breakdown_column(params)
-        order = list(dict.fromkeys(groups["group"]))
-        counts = groups.drop_duplicates("group").set_index("group")["count"]
-        lines += [
-            "",
-            f"Test accuracy by source {column} (equal-count buckets, smallest first):",
-            "",
-            "| arm | " + " | ".join(f"{g} (n={int(counts[g])})" for g in order) + " |",
-            "|---|" + "---|" * len(order),
-        ]
-        for arm, part in groups.groupby("arm", sort=False):
-            cells = part.set_index("group").reindex(order)
-            lines.append(
-                f"| `{arm}` | "
-                + " | ".join(_pm(m, s) for m, s in zip(cells["mean"], cells["std"], strict=True))
-                + " |"
-            )
+        lines += _groups_table(groups, column, "mean", f"Test accuracy by source {column}")
         lines += ["", f"![accuracy by {column}]({PLOT_FILE.name})"]
+        if "truth_mean" in groups:
+            title = (
+                f"The same predictions scored against the expression each face was rendered "
+                f"with (the generator's `{TRUE_LABEL}`; the crowd's majority label differs for "
+                f"small and faint faces, which draw neutral votes), by source {column}"
+            )
+            lines += _groups_table(groups, column, "truth_mean", title)
+            lines += ["", f"![accuracy against {TRUE_LABEL}]({TRUTH_PLOT_FILE.name})"]
     return "\n".join(lines) + "\n"
+
+
+def _groups_table(groups: pd.DataFrame, column: str, mean: str, title: str) -> list[str]:
+    """Markdown lines: one row per arm, one cell (mean ± std over seeds) per group."""
+    std = mean.replace("mean", "std")
+    order = list(dict.fromkeys(groups["group"]))
+    counts = groups.drop_duplicates("group").set_index("group")["count"]
+    lines = [
+        "",
+        f"{title} (equal-count buckets, smallest first):",
+        "",
+        "| arm | " + " | ".join(f"{g} (n={int(counts[g])})" for g in order) + " |",
+        "|---|" + "---|" * len(order),
+    ]
+    for arm, part in groups.groupby("arm", sort=False):
+        cells = part.set_index("group").reindex(order)
+        lines.append(
+            f"| `{arm}` | "
+            + " | ".join(_pm(m, s) for m, s in zip(cells[mean], cells[std], strict=True))
+            + " |"
+        )
+    return lines
 
 
 def run(params: Params) -> None:
@@ -185,7 +203,16 @@ def run(params: Params) -> None:
         (tmp / "results.md").write_text(markdown(summary, groups, skipped, params), "utf-8")
         if not groups.empty:
             groups.to_csv(tmp / "by_resolution.csv", index=False)
-            plot_groups_by_arm(groups, breakdown_column(params), tmp / PLOT_FILE.name)
+            column = breakdown_column(params)
+            plot_groups_by_arm(groups, column, tmp / PLOT_FILE.name)
+            if "truth_mean" in groups:
+                plot_groups_by_arm(
+                    groups,
+                    column,
+                    tmp / TRUTH_PLOT_FILE.name,
+                    measure="truth",
+                    against=TRUE_LABEL,
+                )
     log.info("ablation: %d runs of %d arms -> %s", len(runs), len(summary), OUT)
     tracking.use_experiment(params.dataset_name)
     for parent in runs["parent_run_id"].drop_duplicates():

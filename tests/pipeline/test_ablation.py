@@ -147,6 +147,7 @@ def _runs() -> tuple[pd.DataFrame, pd.DataFrame]:
                         "count": count,
                         "order": order,
                         "accuracy": acc - 0.1 * (1 - order),
+                        "truth_accuracy": acc - 0.2 * (1 - order),
                     }
                 )
     return pd.DataFrame(rows), pd.DataFrame(groups)
@@ -163,6 +164,10 @@ def test_summary_is_mean_and_sample_std_over_seeds():
     assert by_group["group"].tolist() == ["16-24", "24-48"] * 2  # smallest first
     low = by_group[(by_group.arm == "vgg16_ce") & (by_group.group == "16-24")]
     assert low["mean"].item() == pytest.approx(0.5)
+    assert low["truth_mean"].item() == pytest.approx(0.4)
+    assert low["truth_std"].item() == pytest.approx(0.1)
+    plain = ablation_report.summarize_groups(groups.drop(columns="truth_accuracy"))
+    assert "truth_mean" not in plain  # real datasets have no rendered expression
 
 
 def test_results_markdown_is_the_runs_numbers(params):
@@ -178,6 +183,9 @@ def test_results_markdown_is_the_runs_numbers(params):
     assert "skipped: too small" in text
     assert "16-24 (n=10)" in text and "0.7000 ± 0.0000" in text
     assert "make ablate" in text and "![accuracy by face_size](accuracy_by_resolution.png)" in text
+    truth = text[text.index("rendered with") :]  # the second table: against true_label
+    assert "| `vgg16_ce` | 0.4000 ± 0.1000 | 0.6000 ± 0.1000 |" in truth
+    assert "(accuracy_by_resolution_vs_true_label.png)" in truth
 
 
 def test_readme_block_is_replaced_and_images_move_to_tracked_assets(tmp_path):

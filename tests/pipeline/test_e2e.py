@@ -55,7 +55,9 @@ TINY = [
     "evaluate.batch_size=64",
     "register.sample_size=4",
     "register.baseline_margin=null",  # the tiny model need not clear the floor (unit-tested)
-    "ablate.seeds=[0]",  # the ablation's machinery: every arm, one seed, one epoch
+    # the ablation's machinery: every arm (the small CNN too), one seed, one epoch
+    "ablate.arms=[small_cnn,vgg16_ce,vgg16_ls,vgg16_pdls,pyramid_bicubic,pyramid_sr,psr,psr_deep]",
+    "ablate.seeds=[0]",
     "ablate.phase1_epochs=1",
     "ablate.phase2_epochs=0",
 ]
@@ -798,11 +800,13 @@ def test_ablation_runs_every_arm_under_one_parent_and_fills_the_readme(
             results
         )
     sizes = runs["parameters"]
-    assert sizes["vgg16_ce"] == sizes["vgg16_pdls"] < sizes["pyramid_bicubic"]
+    assert sizes["small_cnn"] < sizes["vgg16_ce"] == sizes["vgg16_pdls"] < sizes["pyramid_bicubic"]
     assert sizes["pyramid_bicubic"] < sizes["pyramid_sr"] < sizes["psr"]  # + EDSR, + STN
     by_size = pd.read_csv(summary / "by_resolution.csv")
     assert by_size.groupby("arm")["group"].apply(tuple).nunique() == 1  # same buckets per arm
     assert (summary / "accuracy_by_resolution.png").stat().st_size > 10_000
+    assert by_size["truth_mean"].between(0, 1).all()  # scored against the rendered expression
+    assert (summary / "accuracy_by_resolution_vs_true_label.png").stat().st_size > 10_000
 
     mlflow_client = client(pipeline_repo)
     parents = set(runs["parent_run_id"])

@@ -8,6 +8,7 @@ generation parameters; ``write_preview`` draws a labelled contact sheet.
 from psr.data.synthetic.config import FERPLUS_FULL_COUNTS, NuisanceConfig, SynthConfig
 from psr.data.synthetic.crowd import VOTE_COLUMNS
 from psr.data.synthetic.generator import (
+    TRUE_LABEL,
     CropView,
     PhotoView,
     Sample,
@@ -21,6 +22,7 @@ __all__ = [
     "FERPLUS_FULL_COUNTS",
     "FORMATS",
     "GENERATION_FILE",
+    "TRUE_LABEL",
     "VOTE_COLUMNS",
     "CropView",
     "NuisanceConfig",

@@ -32,6 +32,10 @@ from psr.data.synthetic.render import build_geometry, draw_face, transform
 _LABEL_STREAM, _IMAGE_STREAM = 0x1AB3, 0x1A6E
 _FACE_BOX = np.array([[-1.0, -1.0], [1.0, -1.0], [1.0, 1.0], [-1.0, 1.0]])
 
+#: The generation.csv column of the expression each face was rendered with (the crowd's
+#: majority label can differ: small or faint faces draw "neutral" votes).
+TRUE_LABEL = "true_label"
+
 
 @dataclass(frozen=True)
 class CropView:
@@ -192,7 +196,7 @@ def render_sample(
     params: dict[str, object] = {
         "split": split,
         "index": index,
-        "true_label": expression if face else "not_a_face",
+        TRUE_LABEL: expression if face else "not_a_face",
         "majority": VOTE_COLUMNS[majority(votes)],
         "intensity": round(intensity, 4),
         "clarity": round(clear, 4),
