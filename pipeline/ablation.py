@@ -118,6 +118,8 @@ def train_config(params: Params, arm: str, seed: int) -> TrainConfig:
     update: dict[str, Any] = {"name": ARMS[arm].loss}
     if cfg.targets == "labels":
         update["targets"] = "labels"
+    elif ARMS[arm].loss == "ce":  # the same loss on labels, and it takes train's distributions
+        update["name"] = "soft_ce"
     if ARMS[arm].alpha is not None:
         update["alpha"] = ARMS[arm].alpha
     loss = train.loss.model_copy(update=update)

@@ -234,4 +234,5 @@ def test_targets_train_keeps_the_registered_models_targets(params):
     params = with_changes(params, "ablate", targets="train")
     losses = {arm: ablation.train_config(params, arm, 0).loss for arm in ("small_cnn", "psr")}
     assert {loss.targets for loss in losses.values()} == {"distribution"}
-    assert [loss.name for loss in losses.values()] == ["ce", "pdls"]  # each arm's own loss
+    # each arm's own loss; plain cross-entropy as soft_ce, which takes vote distributions
+    assert [loss.name for loss in losses.values()] == ["soft_ce", "pdls"]
