@@ -45,6 +45,7 @@ TINY = [
     "tune.pruner.kind=median",  # prunes something even in five 2-epoch trials
     "tune.pruner.startup_trials=1",
     "tune.pruner.warmup_epochs=0",
+    "tune.seed_repeats=0",  # unprunable repeats would leave too few trials to prune (unit-tested)
     "model.width=0.0625",
     "model.sr_features=8",
     "model.sr_res_blocks=1",
