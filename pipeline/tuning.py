@@ -327,8 +327,10 @@ def fail_abandoned_trials(study: optuna.Study) -> list[int]:
             continue
         values = trial.system_attrs.get("fixed_params") or trial.params
         if values:
-            repeat = {k: trial.user_attrs[k] for k in (TRAIN_SEED,) if k in trial.user_attrs}
-            study.enqueue_trial(values, user_attrs={RETRY_OF: trial.number, **repeat})
+            attrs = {RETRY_OF: trial.number}
+            if TRAIN_SEED in trial.user_attrs:  # a seed repeat is retried with its seed
+                attrs[TRAIN_SEED] = trial.user_attrs[TRAIN_SEED]
+            study.enqueue_trial(values, user_attrs=attrs)
         log.warning("trial %d: %s", trial.number, reason)
         failed.append(trial.number)
     return failed
