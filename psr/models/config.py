@@ -12,8 +12,12 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from psr.models.head import FASTAI_DROPOUT
 from psr.models.pyramid import plan_pyramid
 from psr.models.vgg import VGG_SPLIT_POINTS
+
+#: The small CNN's head is one Linear layer: no dropout.
+NO_DROPOUT: tuple[float, float] = (0.0, 0.0)
 
 SRKind = Literal["edsr", "espcn", "bicubic", "bilinear"]
 
@@ -30,26 +34,27 @@ class Member:
 FAMILY: dict[str, Member] = {
     "psr": Member(
         "PSR (paper): STN, pyramid [low, EDSR x2, full], shared VGG16-bn high part and head",
-        {"multiples": [1, 2, 1], "stn": True, "sr": "edsr"},
+        {"multiples": [1, 2, 1], "stn": True, "sr": "edsr", "head_dropout": FASTAI_DROPOUT},
     ),
     "psr_nostn": Member(
-        "PSR without the STN (ablation)", {"multiples": [1, 2, 1], "stn": False, "sr": "edsr"}
+        "PSR without the STN (ablation)",
+        {"multiples": [1, 2, 1], "stn": False, "sr": "edsr", "head_dropout": FASTAI_DROPOUT},
     ),
     "psr_interp": Member(
         "PSR with bicubic interpolation instead of super resolution (ablation)",
-        {"multiples": [1, 2, 1], "stn": True, "sr": "bicubic"},
+        {"multiples": [1, 2, 1], "stn": True, "sr": "bicubic", "head_dropout": FASTAI_DROPOUT},
     ),
     "psr_espcn": Member(
         "PSR with the official SRNet3, an ESPCN-style SR network (earlier PSR versions)",
-        {"multiples": [1, 2, 1], "stn": True, "sr": "espcn"},
+        {"multiples": [1, 2, 1], "stn": True, "sr": "espcn", "head_dropout": FASTAI_DROPOUT},
     ),
     "vgg16": Member(
         "single-scale VGG16-bn with the same head, no STN (baseline)",
-        {"multiples": [1], "stn": False, "sr": "edsr"},
+        {"multiples": [1], "stn": False, "sr": "edsr", "head_dropout": FASTAI_DROPOUT},
     ),
     "small_cnn": Member(
         "plain small CNN: 4 stages of 2 convs, global pooling, linear (sanity baseline)",
-        {"multiples": [1], "stn": False, "sr": "edsr"},
+        {"multiples": [1], "stn": False, "sr": "edsr", "head_dropout": NO_DROPOUT},
     ),
 }
 
@@ -83,6 +88,11 @@ class ModelConfig(BaseModel):
         gt=0,
         le=4,
         description="ours, not the paper's: multiplies every VGG channel count (1.0 = paper)",
+    )
+    head_dropout: tuple[float, float] | None = Field(
+        None,
+        description="dropout before the head's two Linear layers; None: the member's (the "
+        "paper's fastai .25 and .5; small_cnn has none)",
     )
     pretrained: str = Field(
         "none",
@@ -123,12 +133,14 @@ class ModelConfig(BaseModel):
                 "stn": bool(self.stn),
                 "pretrained": self.pretrained != "none",
                 "sr_weights": bool(self.sr_weights),
+                "head_dropout": tuple(self.head_dropout) != NO_DROPOUT,
             }
             if any(extras.values()):
                 given = ", ".join(f"{k}={getattr(self, k)!r}" for k, on in extras.items() if on)
                 raise ValueError(
                     "small_cnn is a plain single-scale CNN trained from scratch: multiples [1], "
-                    f"no STN, pretrained 'none', no sr_weights (got {given})"
+                    "no STN, pretrained 'none', no sr_weights, head_dropout [0, 0] (its head is "
+                    f"one linear layer) (got {given})"
                 )
         if self.pretrained == "imagenet" and self.width != 1.0:
             raise ValueError(

@@ -33,6 +33,7 @@ def build_model(cfg: ModelConfig) -> PSRNet | SmallCNN:
         sep_pos=cfg.sep_pos,
         width=cfg.width,
         imagenet=cfg.pretrained == "imagenet",
+        head_dropout=cfg.head_dropout,
     )
     if cfg.pretrained not in ("imagenet", "none"):
         load_backbone_weights(

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from psr.models.head import build_head
+from psr.models.head import FASTAI_DROPOUT, build_head
 from psr.models.layout import cpu_channels_last
 from psr.models.pyramid import Branch, plan_pyramid
 from psr.models.sr import build_sr
@@ -54,6 +54,7 @@ class PSRNet(nn.Module):
         sep_pos: int = 24,
         width: float = 1.0,
         imagenet: bool = False,
+        head_dropout: tuple[float, float] = FASTAI_DROPOUT,
     ) -> None:
         super().__init__()
         self.num_classes = num_classes
@@ -77,7 +78,7 @@ class PSRNet(nn.Module):
         self.low = nn.ModuleList(copy.deepcopy(low) for _ in self.branches)
         self.high = nn.Sequential(high, nn.AdaptiveAvgPool2d(7))
         channels = vgg_out_channels(width)
-        self.head = build_head(channels, num_classes, hidden=channels)
+        self.head = build_head(channels, num_classes, hidden=channels, dropout=head_dropout)
 
     def sr_net(self, scale: int) -> nn.Module:
         """The network that upsamples the low view by ``scale``."""

@@ -97,9 +97,25 @@ def test_family_members_differ_as_documented() -> None:
 
 
 def test_small_cnn_takes_none_of_psrs_parts() -> None:
-    for change in ({"multiples": [1, 2, 1]}, {"stn": True}, {"pretrained": "imagenet"}):
+    for change in (
+        {"multiples": [1, 2, 1]},
+        {"stn": True},
+        {"pretrained": "imagenet"},
+        {"head_dropout": [0.25, 0.5]},
+    ):
         with pytest.raises(ValueError, match="small_cnn is a plain single-scale CNN"):
             create_model("small_cnn", image_size=64, **(SMALL | change))
+
+
+@pytest.mark.parametrize("name", ["psr", "vgg16"])
+def test_head_dropout_defaults_to_the_papers_and_is_configurable(name: str) -> None:
+    def dropouts(**cfg: object) -> list[float]:
+        model = create_model(name, image_size=64, **SMALL, **cfg)
+        return [m.p for m in model.head if isinstance(m, torch.nn.Dropout)]
+
+    assert dropouts() == [0.25, 0.5]  # fastai v1's head, as the official PyramidShare
+    assert dropouts(head_dropout=[0.0, 0.0]) == [0.0, 0.0]
+    assert create_model("small_cnn", image_size=64, **SMALL).config.head_dropout == (0.0, 0.0)
 
 
 def test_deeper_pyramid_has_two_sr_networks() -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import pytest
 import torch
 from torch import nn
 
@@ -42,3 +43,15 @@ def test_head_layers_are_fastais_default() -> None:
     ]  # fmt: skip
     assert [m.p for m in head if isinstance(m, nn.Dropout)] == [0.25, 0.5]
     assert head.eval()(torch.randn(3, 64, 5, 5)).shape == (3, 7)
+
+
+def test_head_dropout_is_configurable_without_moving_a_layer() -> None:
+    paper, plain = build_head(64, 7, hidden=64), build_head(64, 7, hidden=64, dropout=(0.0, 0.1))
+    assert [m.p for m in plain if isinstance(m, nn.Dropout)] == [0.0, 0.1]
+    assert plain.load_state_dict(paper.state_dict()) is not None  # same indices: files load
+
+
+def test_head_refuses_a_dropout_that_is_not_two_probabilities() -> None:
+    for bad in [(0.5,), (0.2, 1.0), (-0.1, 0.5)]:
+        with pytest.raises(ValueError, match="dropout must be two probabilities"):
+            build_head(64, 7, dropout=bad)
