@@ -49,9 +49,10 @@ push: $(STAMP)
 pull: $(STAMP)
 	$(BIN)/python -m pipeline.remote pull
 
-## ablate: the paper's ablation family (ablation/dvc.yaml), its table and plot copied into the README
+## ablate: the paper's ablation family (ablation/dvc.yaml), JOBS runs side by side (default 2), its table and plot copied into the README
+JOBS ?= 2
 ablate: $(STAMP)
-	$(BIN)/dvc repro ablation/dvc.yaml
+	$(BIN)/python -m pipeline.run_ablation --jobs $(JOBS)
 	$(BIN)/python -m pipeline.readme
 
 ## folds: every fold of the k-fold validation (RAF-DB's 5-fold) as DVC experiments, then the test metrics across folds

@@ -20,6 +20,10 @@ if TYPE_CHECKING:
     from psr.engine import TrainConfig
     from psr.models import ModelConfig
 
+#: The ablation's DVC pipeline, and the main pipeline's stages its runs read (data, prior, SR
+#: weights, the backbone).
+ABLATION_DVC = "ablation/dvc.yaml"
+ABLATION_INPUTS = ("download", "prepare", "priors", "sr_pretrain", "backbone")
 #: Where one run (arm, seed) writes its numbers, and where the report goes.
 ABLATION_DIR = REPORTS_DIR / "ablation"
 RUNS_DIR = ABLATION_DIR / "runs"
@@ -71,6 +75,11 @@ MEMBER_FIELDS = ("name", "multiples", "stn", "sr")
 
 def run_name(arm: str, seed: int) -> str:
     return f"{arm}-seed{seed}"
+
+
+def stage_name(arm: str, seed: int) -> str:
+    """The DVC stage of one run in ``ablation/dvc.yaml`` (an item of its matrix stage ``arm``)."""
+    return f"{ABLATION_DVC}:arm@{arm}-{seed}"
 
 
 def run_dir(arm: str, seed: int) -> Path:

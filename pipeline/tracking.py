@@ -182,9 +182,9 @@ def connect() -> str:
 @contextmanager
 def _one_creator(uri: str) -> Iterator[None]:
     """For a SQLite file, one process at a time in the folder that holds it while MLflow opens
-    the store: the first creates the tables, the others then find them. Two stages started at
-    once on a new database both ran MLflow's migrations, and one failed ("Online migration
-    expected to match one row")."""
+    the store or creates a shared run: the first creates the tables (or the run), the others
+    then find them. Two stages started at once on a new database both ran MLflow's migrations,
+    and one failed ("Online migration expected to match one row")."""
     import fcntl
 
     if not uri.startswith("sqlite:///"):
@@ -343,18 +343,19 @@ def parent_run(
     ``params`` logged) when there is none: the parent that runs in other processes nest under
     (``mlflow.parentRunId``), e.g. every arm of one ablation."""
     experiment_id = use_experiment(dataset)
-    found = mlflow.search_runs(
-        [experiment_id],
-        filter_string=f"tags.`{tag}` = '{value}'",
-        order_by=["attributes.start_time ASC"],
-        max_results=1,
-        output_format="list",
-    )
-    if found:
-        return found[0].info.run_id
-    with mlflow.start_run(run_name=name, tags={tag: value, **run_tags(dataset)}) as run:
-        if params:
-            log_params(params)
+    with _one_creator(mlflow.get_tracking_uri()):  # runs started side by side find one parent
+        found = mlflow.search_runs(
+            [experiment_id],
+            filter_string=f"tags.`{tag}` = '{value}'",
+            order_by=["attributes.start_time ASC"],
+            max_results=1,
+            output_format="list",
+        )
+        if found:
+            return found[0].info.run_id
+        with mlflow.start_run(run_name=name, tags={tag: value, **run_tags(dataset)}) as run:
+            if params:
+                log_params(params)
     return run.info.run_id
 
 

@@ -264,10 +264,10 @@ def test_recorded_run_and_copied_params(monkeypatch, tmp_path, caplog):
 
 
 @pytest.mark.integration
-def test_stages_started_at_once_on_a_new_database_all_open_it(tmp_path):
+def test_stages_started_at_once_on_a_new_database_all_open_it_and_share_one_parent(tmp_path):
     """Three processes open the same new SQLite database at the same moment (a parallel
     `make ablate` or tune workers on a fresh clone): each gets the experiment, none fails in
-    MLflow's table migrations."""
+    MLflow's table migrations, and all nest under one parent run (the ablation's)."""
     import subprocess
     import sys
     import time
@@ -276,7 +276,8 @@ def test_stages_started_at_once_on_a_new_database_all_open_it(tmp_path):
     start = time.time() + 12  # past every process's imports, which take seconds
     code = (
         "import time; from pipeline import tracking; "
-        f"time.sleep(max(0, {start} - time.time())); print(tracking.use_experiment('race'))"
+        f"time.sleep(max(0, {start} - time.time())); print(tracking.use_experiment('race')); "
+        "print(tracking.parent_run('race', 'psr.ablation', 'x', name='ablation'))"
     )
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "PSR_"))}
     env |= {"MLFLOW_TRACKING_URI": f"sqlite:///{db}", "PYTHONPATH": str(Path.cwd())}
@@ -294,4 +295,4 @@ def test_stages_started_at_once_on_a_new_database_all_open_it(tmp_path):
     results = [(w.communicate(timeout=300), w.returncode) for w in workers]
     for (_, err), code in results:
         assert code == 0, err[-3000:]
-    assert len({out.strip() for (out, _), _ in results}) == 1  # one experiment
+    assert len({out.strip() for (out, _), _ in results}) == 1  # one experiment, one parent

@@ -1,0 +1,128 @@
+"""make ablate's runner: stale runs side by side, each recorded in dvc.lock, then the report.
+
+A scratch DVC repository with the main pipeline's input stages as no-ops and an
+``ablation/dvc.yaml`` of the real one's shape; a fake stage command stands in for training
+(the real one runs in tests/pipeline/test_e2e.py)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from pipeline import run_ablation
+from pipeline.ablation import ABLATION_INPUTS
+
+DVC = str(Path(sys.executable).parent / "dvc")
+RUNS = [("a", 0), ("a", 1), ("b", 0), ("b", 1)]
+FAKE_STAGE = """
+import json, os, sys, time
+arm, seed = sys.argv[1], sys.argv[2]
+start = time.time()
+time.sleep(1.5)
+if arm == "bad":
+    sys.exit("bad arm")
+out = f"reports/ablation/runs/{arm}-seed{seed}"
+os.makedirs(out, exist_ok=True)
+with open(f"{out}/metrics.json", "w") as f:
+    json.dump({"start": start, "end": time.time(), "threads": os.environ["OMP_NUM_THREADS"]}, f)
+"""
+
+
+def _repo(root: Path, arms: list[str]) -> None:
+    inputs = "\n".join(
+        f"  {s}:\n    cmd: echo {s} > {s}.txt\n    outs: [{s}.txt]" for s in ABLATION_INPUTS
+    )
+    (root / "dvc.yaml").write_text(f"stages:\n{inputs}\n")
+    (root / "params.yaml").write_text(f"ablate:\n  arms: {json.dumps(arms)}\n  seeds: [0, 1]\n")
+    (root / "ablation").mkdir()
+    (root / "ablation/dvc.yaml").write_text(
+        textwrap.dedent(
+            """\
+            vars:
+              - ../params.yaml:ablate
+            stages:
+              arm:
+                matrix:
+                  arm: ${ablate.arms}
+                  seed: ${ablate.seeds}
+                wdir: ..
+                cmd: python -m pipeline.stages.ablate ${item.arm} ${item.seed}
+                deps: [sr_pretrain.txt]
+                outs:
+                  - reports/ablation/runs/${item.arm}-seed${item.seed}
+              report:
+                wdir: ..
+                cmd: ls reports/ablation/runs > report.txt
+                deps: [reports/ablation/runs]
+                outs: [report.txt]
+            """
+        )
+    )
+    env = dict(os.environ, DVC_NO_ANALYTICS="1")
+    subprocess.run(["git", "init", "-q"], cwd=root, check=True)
+    subprocess.run([DVC, "init", "-q"], cwd=root, check=True, env=env)
+
+
+@pytest.fixture
+def scratch(tmp_path, monkeypatch):
+    fake = tmp_path / "fake_stage.py"
+    fake.write_text(FAKE_STAGE)
+    root = tmp_path / "repo"
+    root.mkdir()
+    monkeypatch.chdir(root)
+    monkeypatch.setenv("DVC_NO_ANALYTICS", "1")
+    monkeypatch.setattr(run_ablation, "STAGE_COMMAND", (sys.executable, str(fake)))
+    return root
+
+
+def _status() -> dict:
+    out = subprocess.run([DVC, "status", "--json", "ablation/dvc.yaml"], capture_output=True)
+    return json.loads(out.stdout or "{}")
+
+
+def test_runs_side_by_side_are_recorded_and_the_report_follows(scratch, capsys):
+    _repo(scratch, ["a", "b"])
+    assert run_ablation.run(RUNS, jobs=2, threads=3) == 0
+    out = capsys.readouterr().out
+    assert "ablation: 4 of 4 runs to train, 2 at a time with 3 thread(s) each" in out
+    assert "Running stage 'ablation/dvc.yaml:arm@b-1' (4 of 4):" in out
+    runs = [json.loads(p.read_text()) for p in scratch.glob("reports/ablation/runs/*/metrics.json")]
+    assert len(runs) == 4 and {r["threads"] for r in runs} == {"3"}
+    spans = sorted((r["start"], r["end"]) for r in runs)
+    assert spans[1][0] < spans[0][1]  # the second run started before the first ended
+    assert _status() == {}  # every run and the report are up to date for dvc repro
+    assert (scratch / "report.txt").read_text().split() == [
+        "a-seed0",
+        "a-seed1",
+        "b-seed0",
+        "b-seed1",
+    ]
+
+    assert run_ablation.run(RUNS, jobs=2) == 0  # nothing stale: nothing trains
+    assert "ablation: 0 of 4 runs to train" in capsys.readouterr().out
+
+
+def test_a_failed_run_is_named_and_leaves_the_others_recorded_and_no_report(scratch, capsys):
+    _repo(scratch, ["a", "bad"])
+    runs = [("a", 0), ("bad", 0), ("a", 1)]
+    assert run_ablation.run(runs, jobs=2, threads=1) == 1
+    out = capsys.readouterr().out
+    assert "[bad-seed0] bad arm" in out  # its own output, prefixed with the run
+    assert "ablation: 1 run(s) failed (their lines above): ablation/dvc.yaml:arm@bad-0" in out
+    stale = _status()
+    assert "ablation/dvc.yaml:arm@bad-0" in stale and "ablation/dvc.yaml:report" in stale
+    assert "ablation/dvc.yaml:arm@a-0" not in stale and "ablation/dvc.yaml:arm@a-1" not in stale
+    assert not (scratch / "report.txt").exists()
+
+
+def test_jobs_and_threads_must_be_positive(capsys):
+    for bad in (["--jobs", "0"], ["--threads", "0"]):
+        with pytest.raises(SystemExit):
+            run_ablation.main(bad)
+        assert "--jobs and --threads must be at least 1" in capsys.readouterr().err
