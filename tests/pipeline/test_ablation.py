@@ -236,3 +236,13 @@ def test_targets_train_keeps_the_registered_models_targets(params):
     assert {loss.targets for loss in losses.values()} == {"distribution"}
     # each arm's own loss; plain cross-entropy as soft_ce, which takes vote distributions
     assert [loss.name for loss in losses.values()] == ["soft_ce", "pdls"]
+
+
+def test_every_ablate_knob_but_arms_and_seeds_reruns_the_arms():
+    """A run's DVC stage depends on every ablate field that changes what it trains (arms and
+    seeds only pick which runs exist)."""
+    from pipeline.params import AblateParams
+
+    stage = yaml.safe_load((REPO / "ablation/dvc.yaml").read_text())["stages"]["arm"]
+    declared = {p.removeprefix("ablate.") for p in stage["params"] if p.startswith("ablate.")}
+    assert declared == set(AblateParams.model_fields) - {"arms", "seeds"}
