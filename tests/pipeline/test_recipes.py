@@ -55,6 +55,21 @@ EXTRA = {
 }
 
 
+@pytest.mark.parametrize("recipe", RECIPES, ids=lambda p: p.stem)
+def test_a_recipe_sets_every_model_knob_the_embedded_default_changes(recipe: Path):
+    """A recipe is written over params.yaml: the embedded default's departures from the paper's
+    network (narrow width, tiny EDSR, no head dropout) must not leak into a paper recipe."""
+    from pipeline.params import read_yaml
+    from psr.models import ModelConfig
+
+    embedded = read_yaml((REPO / "params.yaml").read_text())["model"]
+    written = read_yaml(recipe.read_text()).get("model", {})
+    fields = ModelConfig.model_fields
+    departures = {key for key, value in embedded.items() if value != fields[key].default}
+    assert "head_dropout" in departures and "width" in departures
+    assert departures - set(written) == set(), f"{recipe.name} inherits them from params.yaml"
+
+
 @pytest.mark.slow
 @pytest.mark.integration
 @pytest.mark.parametrize("recipe", RECIPES, ids=lambda p: p.stem)
