@@ -86,7 +86,7 @@ def _run_one(arm: str, seed: int, threads: int, position: str) -> bool:
             _say(f"{tag} {line.rstrip()}")
         _running.discard(process)
     if process.returncode != 0:
-        _say(f"{tag} failed (exit {process.returncode}); dvc repro {ABLATION_DVC} reruns it")
+        _say(f"{tag} failed (exit {process.returncode}); the next make ablate runs it again")
         return False
     with _commit_lock:  # dvc commit takes the repository's lock
         commit = subprocess.run(
@@ -97,6 +97,11 @@ def _run_one(arm: str, seed: int, threads: int, position: str) -> bool:
         return False
     _say(f"{tag} done, recorded in {ABLATION_DVC.replace('.yaml', '.lock')}")
     return True
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    """SIGTERM (a flow's or a scheduler's stop) ends the runs as Ctrl-C does."""
+    raise KeyboardInterrupt
 
 
 def _stop_all() -> None:
@@ -126,6 +131,7 @@ def run(runs: list[tuple[str, int]], jobs: int, threads: int | None = None) -> i
         _stopping.set()  # no queued run starts, then the running ones are stopped
         pool.shutdown(wait=False, cancel_futures=True)
         _stop_all()
+        _say("ablation: stopped; an interrupted run continues from its last epoch next time")
         raise
     pool.shutdown()
     failed = [stage_name(*r) for r, ok in zip(todo, done, strict=True) if not ok]
@@ -149,8 +155,11 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--jobs and --threads must be at least 1")
     from pipeline.params import load_params
 
+    signal.signal(signal.SIGTERM, _interrupt)
     try:
         return run(planned_runs(load_params()), args.jobs, args.threads)
+    except KeyboardInterrupt:
+        return 130
     except subprocess.CalledProcessError as err:
         print(f"{' '.join(map(str, err.cmd))} failed (exit {err.returncode})", file=sys.stderr)
         return err.returncode

@@ -121,6 +121,64 @@ def test_a_failed_run_is_named_and_leaves_the_others_recorded_and_no_report(scra
     assert not (scratch / "report.txt").exists()
 
 
+SLOW_STAGE = """
+import os, sys, time
+open(f"{sys.argv[1]}-{sys.argv[2]}.pid", "w").write(str(os.getpid()))
+time.sleep(120)
+"""
+
+
+def _alive(pid: int) -> bool:
+    import psutil
+
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+def test_a_stop_ends_every_running_stage_process(scratch, tmp_path):
+    """SIGTERM (a flow's stop, Ctrl-C alike) reaches the runs, which have process groups of
+    their own, and no queued run starts after it."""
+    import signal
+    import time
+
+    _repo(scratch, ["slow"])
+    slow = tmp_path / "slow_stage.py"
+    slow.write_text(SLOW_STAGE)
+    code = (
+        "import signal, sys\n"
+        "from pipeline import run_ablation as r\n"
+        f"r.STAGE_COMMAND = ({sys.executable!r}, {str(slow)!r})\n"
+        "signal.signal(signal.SIGTERM, r._interrupt)\n"
+        "sys.exit(r.run([('slow', 0), ('slow', 1), ('slow', 2)], jobs=2, threads=1))\n"
+    )
+    env = dict(os.environ, PYTHONPATH=str(Path(run_ablation.__file__).parents[1]))
+    runner = subprocess.Popen(
+        [sys.executable, "-c", code],
+        cwd=scratch,
+        env=env,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    pid_files = [scratch / "slow-0.pid", scratch / "slow-1.pid"]
+    deadline = time.time() + 120
+    while not all(p.is_file() and p.read_text() for p in pid_files):
+        assert time.time() < deadline and runner.poll() is None, runner.stdout.read()
+        time.sleep(0.2)
+    pids = [int(p.read_text()) for p in pid_files]
+    runner.send_signal(signal.SIGTERM)
+    out, _ = runner.communicate(timeout=60)
+    assert runner.returncode != 0
+    assert "ablation: stopped" in out
+    deadline = time.time() + 15
+    while any(_alive(pid) for pid in pids):
+        assert time.time() < deadline, "a stage process outlived the stop"
+        time.sleep(0.2)
+    assert not (scratch / "slow-2.pid").exists()  # the queued run never started
+
+
 def test_jobs_and_threads_must_be_positive(capsys):
     for bad in (["--jobs", "0"], ["--threads", "0"]):
         with pytest.raises(SystemExit):
