@@ -46,8 +46,10 @@ class Arm:
 #: The paper's ablation, in its order: each arm adds one thing to the one before; first the
 #: plain small CNN that every arm must beat (not one of the paper's rows).
 ARMS: dict[str, Arm] = {
-    "small_cnn": Arm(
-        "plain small CNN (sanity baseline), cross-entropy", {"name": "small_cnn"}, "ce"
+    "small_cnn": Arm(  # its head is one linear layer: no dropout, whatever params.yaml's
+        "plain small CNN (sanity baseline), cross-entropy",
+        {"name": "small_cnn", "head_dropout": None},
+        "ce",
     ),
     "vgg16_ce": Arm("single-scale vgg16, cross-entropy", {"name": "vgg16"}, "ce"),
     # alpha 0.9: the official LabelSmoothingLoss default (prlab.fastai.utils)

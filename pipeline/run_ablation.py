@@ -7,9 +7,10 @@ arms cannot train side by side under it. On a CPU a small network trains faster 
 one-thread processes than as one process with every core (BENCHMARKS.md), so this:
 
 1. brings the main pipeline's stages the runs read up to date (``dvc repro``);
-2. asks ``dvc status`` which runs of ``ablation/dvc.yaml`` are stale and runs their command
-   (``python -m pipeline.stages.ablate <arm> <seed>``) ``jobs`` at a time, each with
-   ``threads`` torch threads (default: the cores shared out);
+2. asks ``dvc status`` which runs of ``ablation/dvc.yaml`` are stale, restores those that
+   DVC's run-cache holds (``dvc repro --single-item``, as ``dvc repro`` would), and runs the
+   others' command (``python -m pipeline.stages.ablate <arm> <seed>``) ``jobs`` at a time,
+   each with ``threads`` torch threads (default: the usable cores shared out);
 3. records each finished run in ``ablation/dvc.lock`` with ``dvc commit`` (one at a time), as
    ``dvc repro`` would have;
 4. leaves the report to ``dvc repro ablation/dvc.yaml``, which finds every run up to date.
@@ -29,6 +30,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -40,6 +42,7 @@ _print_lock = threading.Lock()
 _commit_lock = threading.Lock()
 _running: set[subprocess.Popen] = set()
 _stopping = threading.Event()
+_start_lock = threading.Lock()
 
 
 def _tool(name: str) -> str:
@@ -64,24 +67,63 @@ def stale_runs(runs: list[tuple[str, int]]) -> list[tuple[str, int]]:
     return [(arm, seed) for arm, seed in runs if stage_name(arm, seed) in changed]
 
 
+def cached_runs(names: list[str]) -> list[str]:
+    """The stages among ``names`` whose outputs DVC's cache holds for their current inputs
+    (its run-cache, or the lock file's entry): ``dvc repro`` restores those without running."""
+    import logging
+
+    from dvc.repo import Repo
+    from dvc.stage.cache import RunCacheNotFoundError
+
+    found = []
+    dvc_log = logging.getLogger("dvc")
+    level, dvc_log.level = dvc_log.level, logging.WARNING  # the dry check logs "is cached"
+    try:
+        with Repo() as repo:
+            for name in names:
+                (stage,) = repo.stage.collect(name)
+                stage.save_deps()  # the input hashes the run-cache is keyed by
+                try:
+                    repo.stage_cache.restore(stage, dry=True)
+                except RunCacheNotFoundError:
+                    continue
+                found.append(name)
+    finally:
+        dvc_log.level = level
+    return found
+
+
+def usable_cores() -> int:
+    """The cores this process may run on (its affinity, e.g. a container's share)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
 def _run_one(arm: str, seed: int, threads: int, position: str) -> bool:
     """One run's stage command, its output prefixed with the run, then ``dvc commit``."""
     name = stage_name(arm, seed)
     tag = f"[{arm}-seed{seed}]"
-    if _stopping.is_set():
-        return False
-    _say(f"Running stage '{name}' ({position}):")
-    env = dict(os.environ, OMP_NUM_THREADS=str(threads), PYTHONUNBUFFERED="1")
+    # as under dvc repro: the stage's MLflow run names this runner as its pipeline execution
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads), PYTHONUNBUFFERED="1", DVC_STAGE=name)
+    env["DVC_ROOT"] = os.getcwd()
     command = [*STAGE_COMMAND, arm, str(seed)]
-    with subprocess.Popen(
-        command,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        process_group=0,  # a stop reaches every process the stage started
-    ) as process:
+    with _start_lock:  # a stop either sees this process or keeps it from starting
+        if _stopping.is_set():
+            return False
+        _say(f"Running stage '{name}' ({position}):")
+        process = subprocess.Popen(
+            command,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            errors="replace",
+            process_group=0,  # a stop reaches every process the stage started
+        )
         _running.add(process)
+    with process:
         for line in process.stdout:
             _say(f"{tag} {line.rstrip()}")
         _running.discard(process)
@@ -104,17 +146,32 @@ def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
 
-def _stop_all() -> None:
-    for process in list(_running):
-        with contextlib.suppress(ProcessLookupError):  # it ended meanwhile
-            os.killpg(process.pid, signal.SIGTERM)
+def _stop_all(grace_s: float = 10) -> None:
+    """TERM to every running stage's process group, KILL to those still there after
+    ``grace_s``; no queued run starts after it."""
+    with _start_lock:
+        _stopping.set()
+        running = list(_running)
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        for process in running:
+            with contextlib.suppress(ProcessLookupError):  # it ended meanwhile
+                os.killpg(process.pid, sig)
+        deadline = time.monotonic() + grace_s
+        while time.monotonic() < deadline and any(p.poll() is None for p in running):
+            time.sleep(0.1)
 
 
 def run(runs: list[tuple[str, int]], jobs: int, threads: int | None = None) -> int:
     """Train the stale ones of ``runs`` (arm, seed) and make the report; 1 if a run failed."""
+    _stopping.clear()
     subprocess.run([_tool("dvc"), "repro", *ABLATION_INPUTS], check=True)
     todo = stale_runs(runs)
-    threads = threads or max(1, (os.cpu_count() or 1) // jobs)
+    cached = cached_runs([stage_name(*r) for r in todo])
+    if cached:
+        _say(f"ablation: {len(cached)} run(s) restored from DVC's cache, not trained")
+        subprocess.run([_tool("dvc"), "repro", "--single-item", *cached], check=True)
+        todo = [r for r in todo if stage_name(*r) not in cached]
+    threads = threads or max(1, usable_cores() // max(1, min(jobs, len(todo))))
     _say(
         f"ablation: {len(todo)} of {len(runs)} runs to train, {jobs} at a time with "
         f"{threads} thread(s) each"
@@ -127,8 +184,7 @@ def run(runs: list[tuple[str, int]], jobs: int, threads: int | None = None) -> i
                 enumerate(todo),
             )
         )
-    except KeyboardInterrupt:
-        _stopping.set()  # no queued run starts, then the running ones are stopped
+    except BaseException:  # Ctrl-C, SIGTERM, or a runner error: no run goes on alone
         pool.shutdown(wait=False, cancel_futures=True)
         _stop_all()
         _say("ablation: stopped; an interrupted run continues from its last epoch next time")

@@ -344,19 +344,29 @@ def parent_run(
     (``mlflow.parentRunId``), e.g. every arm of one ablation."""
     experiment_id = use_experiment(dataset)
     with _one_creator(mlflow.get_tracking_uri()):  # runs started side by side find one parent
-        found = mlflow.search_runs(
-            [experiment_id],
-            filter_string=f"tags.`{tag}` = '{value}'",
-            order_by=["attributes.start_time ASC"],
-            max_results=1,
-            output_format="list",
-        )
-        if found:
-            return found[0].info.run_id
+        if found := _first_run(experiment_id, tag, value):
+            return found
         with mlflow.start_run(run_name=name, tags={tag: value, **run_tags(dataset)}) as run:
             if params:
                 log_params(params)
-    return run.info.run_id
+    # A tracking server has no such lock: runs started at once may each have made a parent.
+    # All keep the earliest; the others delete theirs.
+    first = _first_run(experiment_id, tag, value)
+    if first != run.info.run_id:
+        mlflow.MlflowClient().delete_run(run.info.run_id)
+    return first
+
+
+def _first_run(experiment_id: str, tag: str, value: str) -> str | None:
+    """The earliest run of the experiment tagged ``tag=value``, or None."""
+    found = mlflow.search_runs(
+        [experiment_id],
+        filter_string=f"tags.`{tag}` = '{value}'",
+        order_by=["attributes.start_time ASC"],
+        max_results=1,
+        output_format="list",
+    )
+    return found[0].info.run_id if found else None
 
 
 def recorded_run(stage: str) -> mlflow.entities.Run | None:

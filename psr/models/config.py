@@ -114,6 +114,13 @@ class ModelConfig(BaseModel):
             raise ValueError(f"unknown model {name!r}; valid: {sorted(FAMILY)}")
         return name
 
+    @field_validator("head_dropout")
+    @classmethod
+    def _probabilities(cls, p: tuple[float, float] | None) -> tuple[float, float] | None:
+        if p is not None and not all(0 <= x < 1 for x in p):
+            raise ValueError(f"head_dropout must be two probabilities in [0, 1), got {list(p)}")
+        return p
+
     @field_validator("sep_pos")
     @classmethod
     def _valid_split(cls, sep_pos: int) -> int:

@@ -48,7 +48,7 @@ def test_head_layers_are_fastais_default() -> None:
 def test_head_dropout_is_configurable_without_moving_a_layer() -> None:
     paper, plain = build_head(64, 7, hidden=64), build_head(64, 7, hidden=64, dropout=(0.0, 0.1))
     assert [m.p for m in plain if isinstance(m, nn.Dropout)] == [0.0, 0.1]
-    assert plain.load_state_dict(paper.state_dict()) is not None  # same indices: files load
+    plain.load_state_dict(paper.state_dict(), strict=True)  # same indices: files load
 
 
 def test_head_refuses_a_dropout_that_is_not_two_probabilities() -> None:

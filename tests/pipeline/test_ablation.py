@@ -246,3 +246,14 @@ def test_every_ablate_knob_but_arms_and_seeds_reruns_the_arms():
     stage = yaml.safe_load((REPO / "ablation/dvc.yaml").read_text())["stages"]["arm"]
     declared = {p.removeprefix("ablate.") for p in stage["params"] if p.startswith("ablate.")}
     assert declared == set(AblateParams.model_fields) - {"arms", "seeds"}
+
+
+def test_the_small_cnn_arm_keeps_no_dropout_under_a_paper_head(params):
+    """A recipe sets the paper's head dropout for every VGG arm; the small CNN has no dropout
+    to set, so its arm still builds."""
+    params = params.model_copy(
+        update={"model": params.model.model_copy(update={"head_dropout": (0.25, 0.5)})}
+    )
+    assert ablation.model_config(params, "small_cnn").head_dropout == (0.0, 0.0)
+    assert ablation.model_config(params, "vgg16_ce").head_dropout == (0.25, 0.5)
+    assert ablation.model_config(params, "psr").head_dropout == (0.25, 0.5)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -21,10 +22,14 @@ from pipeline.ablation import ABLATION_INPUTS
 DVC = str(Path(sys.executable).parent / "dvc")
 RUNS = [("a", 0), ("a", 1), ("b", 0), ("b", 1)]
 FAKE_STAGE = """
-import json, os, sys, time
+import glob, json, os, sys, time
 arm, seed = sys.argv[1], sys.argv[2]
 start = time.time()
-time.sleep(1.5)
+open(f"{arm}-{seed}.started", "w").close()
+while len(glob.glob("*.started")) < 2:  # waits for a second run: only runs side by side end
+    if time.time() - start > 60:
+        sys.exit("no second run started beside this one")
+    time.sleep(0.05)
 if arm == "bad":
     sys.exit("bad arm")
 out = f"reports/ablation/runs/{arm}-seed{seed}"
@@ -94,8 +99,6 @@ def test_runs_side_by_side_are_recorded_and_the_report_follows(scratch, capsys):
     assert "Running stage 'ablation/dvc.yaml:arm@b-1' (4 of 4):" in out
     runs = [json.loads(p.read_text()) for p in scratch.glob("reports/ablation/runs/*/metrics.json")]
     assert len(runs) == 4 and {r["threads"] for r in runs} == {"3"}
-    spans = sorted((r["start"], r["end"]) for r in runs)
-    assert spans[1][0] < spans[0][1]  # the second run started before the first ended
     assert _status() == {}  # every run and the report are up to date for dvc repro
     assert (scratch / "report.txt").read_text().split() == [
         "a-seed0",
@@ -106,6 +109,15 @@ def test_runs_side_by_side_are_recorded_and_the_report_follows(scratch, capsys):
 
     assert run_ablation.run(RUNS, jobs=2) == 0  # nothing stale: nothing trains
     assert "ablation: 0 of 4 runs to train" in capsys.readouterr().out
+
+    kept = scratch / "reports/ablation/runs/b-seed1/metrics.json"
+    before = kept.read_text()
+    shutil.rmtree(kept.parent)  # DVC's cache has it: restored, not trained again
+    assert run_ablation.run(RUNS, jobs=2) == 0
+    out = capsys.readouterr().out
+    assert "ablation: 1 run(s) restored from DVC's cache, not trained" in out
+    assert "ablation: 0 of 4 runs to train" in out
+    assert kept.read_text() == before and _status() == {}
 
 
 def test_a_failed_run_is_named_and_leaves_the_others_recorded_and_no_report(scratch, capsys):
@@ -176,7 +188,7 @@ def test_a_stop_ends_every_running_stage_process(scratch, tmp_path):
     while any(_alive(pid) for pid in pids):
         assert time.time() < deadline, "a stage process outlived the stop"
         time.sleep(0.2)
-    assert not (scratch / "slow-2.pid").exists()  # the queued run never started
+    assert "arm@slow-2" not in out  # the queued run never started
 
 
 def test_jobs_and_threads_must_be_positive(capsys):

@@ -264,23 +264,15 @@ def test_recorded_run_and_copied_params(monkeypatch, tmp_path, caplog):
 
 
 @pytest.mark.integration
-def test_stages_started_at_once_on_a_new_database_all_open_it_and_share_one_parent(tmp_path):
-    """Three processes open the same new SQLite database at the same moment (a parallel
-    `make ablate` or tune workers on a fresh clone): each gets the experiment, none fails in
-    MLflow's table migrations, and all nest under one parent run (the ablation's)."""
+def _race(tmp_path: Path, code: str, start: float) -> list[str]:
+    """``code`` in three processes that wait for the moment ``start``; their outputs."""
     import subprocess
     import sys
-    import time
 
     db = tmp_path / "mlflow.db"
-    start = time.time() + 12  # past every process's imports, which take seconds
-    code = (
-        "import time; from pipeline import tracking; "
-        f"time.sleep(max(0, {start} - time.time())); print(tracking.use_experiment('race')); "
-        "print(tracking.parent_run('race', 'psr.ablation', 'x', name='ablation'))"
-    )
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "PSR_"))}
     env |= {"MLFLOW_TRACKING_URI": f"sqlite:///{db}", "PYTHONPATH": str(Path.cwd())}
+    code = f"import time; from pipeline import tracking; {code.format(start=start)}"
     workers = [
         subprocess.Popen(
             [sys.executable, "-c", code],
@@ -295,4 +287,39 @@ def test_stages_started_at_once_on_a_new_database_all_open_it_and_share_one_pare
     results = [(w.communicate(timeout=300), w.returncode) for w in workers]
     for (_, err), code in results:
         assert code == 0, err[-3000:]
-    assert len({out.strip() for (out, _), _ in results}) == 1  # one experiment, one parent
+    return [out.strip() for (out, _), _ in results]
+
+
+def test_stages_started_at_once_on_a_new_database_all_open_it_and_share_one_parent(tmp_path):
+    """Three processes open the same new SQLite database at the same moment (a parallel
+    `make ablate` or tune workers on a fresh clone): each gets the experiment, none fails in
+    MLflow's table migrations, and all nest under one parent run (the ablation's)."""
+    import time
+
+    code = (
+        "time.sleep(max(0, {start} - time.time())); print(tracking.use_experiment('race')); "
+        "print(tracking.parent_run('race', 'psr.ablation', 'x', name='ablation'))"
+    )
+    outputs = _race(tmp_path, code, time.time() + 12)  # past every process's imports
+    assert len(set(outputs)) == 1  # one experiment, one parent
+
+
+def test_parents_made_at_once_without_a_lock_leave_one(tmp_path):
+    """As against a tracking server (no folder lock): each process may create a parent, then
+    all keep the earliest and the others delete theirs."""
+    import time
+
+    import mlflow
+
+    code = (
+        "tracking.use_experiment('race'); "
+        "tracking._one_creator = lambda uri: __import__('contextlib').nullcontext(); "
+        "time.sleep(max(0, {start} - time.time())); "
+        "print(tracking.parent_run('race', 'psr.ablation', 'x', name='ablation'))"
+    )
+    outputs = _race(tmp_path, code, time.time() + 15)
+    assert len(set(outputs)) == 1
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("psr-race")
+    alive = client.search_runs([experiment.experiment_id], "tags.`psr.ablation` = 'x'")
+    assert [r.info.run_id for r in alive] == outputs[:1]  # the other parents are deleted
