@@ -49,7 +49,6 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.logging import get_run_logger
 
-from pipeline.ablation import ABLATION_DVC, ABLATION_INPUTS
 from pipeline.paths import PARAMS_FILE, REGISTRY_FILE, report_dir
 from psr.uris import redact
 
@@ -386,6 +385,11 @@ def psr_pipeline(
     return markdown
 
 
+ABLATION_DVC = "ablation/dvc.yaml"
+#: The main pipeline's stages the ablation's runs read (data, prior, SR weights).
+ABLATION_INPUTS = ("download", "prepare", "priors", "sr_pretrain")
+
+
 @flow(name="psr-ablate", log_prints=True, timeout_seconds=FLOW_TIMEOUT_S)
 def psr_ablate(
     repo: str | None = None,
@@ -416,7 +420,7 @@ def psr_ablate(
         for stage in ABLATION_INPUTS:
             to_track += stage_task(stage).submit(stage, str(root), False, timeouts).result()
         for arm, seed in runs:
-            name = ablation.stage_name(arm, seed)
+            name = f"{ABLATION_DVC}:arm@{arm}-{seed}"
             runner = stage_task(name, task_run_name=ablation.run_name(arm, seed))
             to_track += runner.submit(name, str(root), force, timeouts).result()
         report = f"{ABLATION_DVC}:report"
