@@ -349,12 +349,7 @@ def parent_run(
         with mlflow.start_run(run_name=name, tags={tag: value, **run_tags(dataset)}) as run:
             if params:
                 log_params(params)
-    # A tracking server has no such lock: runs started at once may each have made a parent.
-    # All keep the earliest; the others delete theirs.
-    first = _first_run(experiment_id, tag, value)
-    if first != run.info.run_id:
-        mlflow.MlflowClient().delete_run(run.info.run_id)
-    return first
+    return run.info.run_id
 
 
 def _first_run(experiment_id: str, tag: str, value: str) -> str | None:
